@@ -1,0 +1,37 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+// Field indexes on the manager's cache. Every kind refers to its customer (or
+// message) by name; these let a reconciler find "all memberships of acme" without
+// scanning every object.
+const (
+	// MembershipCustomerIndex indexes CustomerMemberships by spec.customer.
+	MembershipCustomerIndex = "spec.customer"
+	// MessageCustomerIndex indexes CustomerMessages by spec.customer.
+	MessageCustomerIndex = "spec.customer"
+	// AcknowledgementMessageIndex indexes MessageAcknowledgements by spec.message.
+	AcknowledgementMessageIndex = "spec.message"
+)
+
+// SetupIndexes registers the field indexes with the manager's cache.
+func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
+	return errors.Join(
+		indexer.IndexField(ctx, &v1alpha1.CustomerMembership{}, MembershipCustomerIndex, func(o client.Object) []string {
+			return []string{string(o.(*v1alpha1.CustomerMembership).Spec.Customer)}
+		}),
+		indexer.IndexField(ctx, &v1alpha1.CustomerMessage{}, MessageCustomerIndex, func(o client.Object) []string {
+			return []string{string(o.(*v1alpha1.CustomerMessage).Spec.Customer)}
+		}),
+		indexer.IndexField(ctx, &v1alpha1.MessageAcknowledgement{}, AcknowledgementMessageIndex, func(o client.Object) []string {
+			return []string{o.(*v1alpha1.MessageAcknowledgement).Spec.Message}
+		}),
+	)
+}

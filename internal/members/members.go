@@ -1,0 +1,40 @@
+// Package members holds the small rules about memberships that the controllers,
+// webhooks and the portal share: who a membership names, and whether it is active.
+package members
+
+import (
+	"strings"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/status"
+)
+
+// Username is the Kubernetes username a membership grants access to: spec.username,
+// or else prefix + spec.email (lower-case).
+func Username(m *v1alpha1.CustomerMembership, prefix string) string {
+	if m.Spec.Username != "" {
+		return m.Spec.Username
+	}
+	return prefix + strings.ToLower(m.Spec.Email)
+}
+
+// InvitationMode is spec.invitation with its default applied.
+func InvitationMode(m *v1alpha1.CustomerMembership) v1alpha1.InvitationMode {
+	if m.Spec.Invitation == "" {
+		return v1alpha1.InvitationEmail
+	}
+	return m.Spec.Invitation
+}
+
+// IsActive reports whether a membership grants access, as far as the membership
+// itself says: accepted (or invitation None), not being deleted, and not a duplicate
+// that raced past admission. Whether its customer exists is the caller's to check.
+func IsActive(m *v1alpha1.CustomerMembership) bool {
+	if !m.DeletionTimestamp.IsZero() {
+		return false
+	}
+	if ready := status.Get(m, v1alpha1.ReadyCondition); ready != nil && ready.Reason == v1alpha1.DuplicateReason {
+		return false
+	}
+	return InvitationMode(m) == v1alpha1.InvitationNone || m.Status.AcceptedTime != nil
+}

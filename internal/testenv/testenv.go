@@ -1,0 +1,282 @@
+// Package testenv starts what the integration suites run against: a real
+// kube-apiserver and etcd (envtest, from the binaries hack/control-plane.sh builds),
+// kube-controller-manager beside them (so namespaces finish deleting, owner
+// references are garbage-collected and admin/edit/view have rules), the CRDs, the
+// webhook configuration and the RBAC exactly as config/default renders them, and
+// an identity for the manager that has only the operator's own RBAC.
+//
+// A suite that cannot find the binaries fails; it never skips.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/partnerops/customer-operator/internal/localcluster"
+	"github.com/partnerops/customer-operator/internal/operator"
+)
+
+// Names as config/default renders them.
+const (
+	OperatorNamespace      = "customer-operator-system"
+	OperatorServiceAccount = "customer-operator-controller-manager"
+	// OperatorUsername is the ServiceAccount's username; the manager authenticates
+	// as it (with a client certificate), so RBAC bound to the ServiceAccount applies.
+	OperatorUsername = "system:serviceaccount:" + OperatorNamespace + ":" + OperatorServiceAccount
+	// PartnerClusterRole is the ClusterRole config/rbac ships for partners.
+	PartnerClusterRole = "customer-operator-partner"
+	fieldManager       = "customer-operator-testenv"
+)
+
+// Env is a running test control plane.
+type Env struct {
+	Root        string
+	BinDir      string
+	Environment *envtest.Environment
+	// AdminConfig is system:masters.
+	AdminConfig *rest.Config
+	// OperatorConfig authenticates as the operator's ServiceAccount.
+	OperatorConfig *rest.Config
+	// Admin is an uncached client as system:masters, for assertions.
+	Admin client.Client
+
+	controllerManager *localcluster.ControllerManager
+}
+
+// Options select what Start brings up.
+type Options struct {
+	// ControllerManager starts kube-controller-manager (namespace deletion, garbage
+	// collection, ClusterRole aggregation).
+	ControllerManager bool
+}
+
+// Start brings up the control plane and installs config/default's CRDs, RBAC and
+// webhook configuration (pointed at the local webhook server envtest prepares).
+func Start(ctx context.Context, opts Options) (*Env, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	binDir, err := BinaryDir(root)
+	if err != nil {
+		return nil, err
+	}
+	rendered, err := renderDefault(root, binDir)
+	if err != nil {
+		return nil, err
+	}
+	webhookOpts, err := webhookInstallOptions(rendered)
+	if err != nil {
+		return nil, err
+	}
+
+	env := &Env{Root: root, BinDir: binDir}
+	env.Environment = &envtest.Environment{
+		BinaryAssetsDirectory: binDir,
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		WebhookInstallOptions: webhookOpts,
+	}
+	env.AdminConfig, err = env.Environment.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting envtest with binaries from %s: %w", binDir, err)
+	}
+	// Many concurrent requests in some tests; don't let client-side throttling decide.
+	env.AdminConfig.QPS, env.AdminConfig.Burst = 500, 1000
+	env.Admin, err = client.New(env.AdminConfig, client.Options{Scheme: operator.Scheme})
+	if err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+
+	if err := env.applyRBAC(ctx, rendered); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	operatorUser, err := env.Environment.AddUser(envtest.User{
+		Name:   OperatorUsername,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + OperatorNamespace, "system:authenticated"},
+	}, env.AdminConfig)
+	if err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	env.OperatorConfig = operatorUser.Config()
+	env.OperatorConfig.QPS, env.OperatorConfig.Burst = 500, 1000
+
+	if opts.ControllerManager {
+		env.controllerManager, err = localcluster.StartControllerManager(ctx, localcluster.ControllerManagerOptions{
+			BinDir:                binDir,
+			Config:                env.AdminConfig,
+			ServiceAccountKeyFile: filepath.Join(env.Environment.ControlPlane.APIServer.CertDir, "sa-signer.key"),
+		})
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("starting kube-controller-manager: %w", err), env.Stop())
+		}
+	}
+	return env, nil
+}
+
+// Stop ends everything Start started.
+func (e *Env) Stop() error {
+	if e.controllerManager != nil {
+		e.controllerManager.Stop()
+	}
+	return e.Environment.Stop()
+}
+
+// WebhookOptions returns the webhook server's host, port and cert dir, to put
+// into operator.Options.
+func (e *Env) WebhookOptions() (host string, port int, certDir string) {
+	w := e.Environment.WebhookInstallOptions
+	return w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+}
+
+// ConfigAs returns a config that impersonates a user with groups (always including
+// system:authenticated, as a real authenticator adds it).
+func (e *Env) ConfigAs(user string, groups ...string) *rest.Config {
+	cfg := rest.CopyConfig(e.AdminConfig)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: append(groups, "system:authenticated")}
+	return cfg
+}
+
+// ClientAs returns an uncached client that impersonates a user.
+func (e *Env) ClientAs(user string, groups ...string) (client.Client, error) {
+	return client.New(e.ConfigAs(user, groups...), client.Options{Scheme: operator.Scheme})
+}
+
+// RepoRoot finds the repository root (the directory with go.mod) above the
+// working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// BinaryDir finds kube-apiserver, etcd, kubectl and kube-controller-manager: in
+// $KUBEBUILDER_ASSETS, else in bin/control-plane (hack/control-plane.sh). Missing
+// binaries are an error that says how to build them.
+func BinaryDir(root string) (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		dir = filepath.Join(root, "bin", "control-plane")
+	}
+	for _, name := range []string{"kube-apiserver", "etcd", "kubectl", "kube-controller-manager"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return "", fmt.Errorf("control-plane binary %s missing in %s (run hack/control-plane.sh or make test): %w", name, dir, err)
+		}
+	}
+	return dir, nil
+}
+
+// renderDefault renders config/default with kubectl's built-in kustomize.
+func renderDefault(root, binDir string) ([]*unstructured.Unstructured, error) {
+	cmd := exec.Command(filepath.Join(binDir, "kubectl"), "kustomize", filepath.Join(root, "config", "default"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("rendering config/default: %w: %s", err, stderr.String())
+	}
+	return DecodeYAML(out)
+}
+
+// DecodeYAML splits a multi-document YAML stream into objects.
+func DecodeYAML(data []byte) ([]*unstructured.Unstructured, error) {
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var objs []*unstructured.Unstructured
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := decoder.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, err
+		}
+		if len(obj.Object) > 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+// webhookInstallOptions writes the rendered webhook configurations for envtest,
+// which points their clientConfig at its local webhook server.
+func webhookInstallOptions(objs []*unstructured.Unstructured) (envtest.WebhookInstallOptions, error) {
+	var opts envtest.WebhookInstallOptions
+	for _, obj := range objs {
+		switch obj.GetKind() {
+		case "ValidatingWebhookConfiguration":
+			var cfg admissionregistrationv1.ValidatingWebhookConfiguration
+			if err := convert(obj, &cfg); err != nil {
+				return opts, err
+			}
+			opts.ValidatingWebhooks = append(opts.ValidatingWebhooks, &cfg)
+		case "MutatingWebhookConfiguration":
+			var cfg admissionregistrationv1.MutatingWebhookConfiguration
+			if err := convert(obj, &cfg); err != nil {
+				return opts, err
+			}
+			opts.MutatingWebhooks = append(opts.MutatingWebhooks, &cfg)
+		}
+	}
+	if len(opts.ValidatingWebhooks) == 0 {
+		return opts, errors.New("config/default renders no ValidatingWebhookConfiguration")
+	}
+	return opts, nil
+}
+
+func convert(obj *unstructured.Unstructured, into any) error {
+	data, err := yaml.Marshal(obj.Object)
+	if err != nil {
+		return err
+	}
+	return yaml.Unmarshal(data, into)
+}
+
+// rbacKinds are the kinds of config/default that make up the operator's identity
+// and rights (and the partner role tests bind users to).
+var rbacKinds = map[string]bool{
+	"Namespace": true, "ServiceAccount": true,
+	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+}
+
+// applyRBAC applies the namespace, ServiceAccount and RBAC of config/default, and
+// the ValidatingAdmissionPolicies, with server-side apply.
+func (e *Env) applyRBAC(ctx context.Context, objs []*unstructured.Unstructured) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, obj := range objs {
+		if !rbacKinds[obj.GetKind()] {
+			continue
+		}
+		obj.SetManagedFields(nil)
+		if err := e.Admin.Patch(ctx, obj, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
+}

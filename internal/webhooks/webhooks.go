@@ -1,0 +1,58 @@
+// Package webhooks holds the validating admission webhooks of the operator: one
+// typed validator per kind (admission.Validator[T]), each on its own struct with the
+// readers it needs. Validation rules are pure functions in internal/validation; this
+// package adds what needs the cluster: references, identities, uniqueness, quota.
+package webhooks
+
+import (
+	"errors"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/authz"
+)
+
+// Options are what every validator needs from the manager.
+type Options struct {
+	// Reader reads from the manager's cache.
+	Reader client.Reader
+	// Partners decides who is a partner.
+	Partners authz.PartnerChecker
+}
+
+// SetupWithManager registers every webhook of the operator with mgr's webhook server.
+func SetupWithManager(mgr ctrl.Manager, opts Options) error {
+	return errors.Join(
+		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.Customer{}).
+			WithValidator(&CustomerValidator{Reader: opts.Reader}).Complete(),
+		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerQuota{}).
+			WithValidator(&CustomerQuotaValidator{}).Complete(),
+		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMembership{}).
+			WithValidator(&CustomerMembershipValidator{}).Complete(),
+		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMessage{}).
+			WithValidator(&CustomerMessageValidator{}).Complete(),
+		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.MessageAcknowledgement{}).
+			WithValidator(&MessageAcknowledgementValidator{}).Complete(),
+	)
+}
+
+// invalid turns field errors into the API's 422 Invalid error, which names each
+// field and rule, or nil when there are none.
+func invalid(kind, name string, errs field.ErrorList) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(schema.GroupKind{Group: v1alpha1.GroupName, Kind: kind}, name, errs)
+}
+
+// forbidden is a 403 whose message says what was refused and why.
+func forbidden(resource, name string, format string, args ...any) error {
+	return apierrors.NewForbidden(schema.GroupResource{Group: v1alpha1.GroupName, Resource: resource},
+		name, fmt.Errorf(format, args...))
+}

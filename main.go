@@ -1,0 +1,84 @@
+/*
+Copyright 2026 The customer-operator Authors.
+
+Licensed under the Apache License, Version 2.0.
+*/
+
+// Command manager runs customer-operator: the controllers, the admission webhooks
+// and the invitation portal.
+package main
+
+import (
+	"flag"
+	"os"
+
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/partnerops/customer-operator/internal/operator"
+)
+
+func main() {
+	opts := operator.DefaultOptions()
+	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", opts.MetricsBindAddress,
+		`The address the metrics endpoint binds to ("0" disables it).`)
+	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", opts.HealthProbeBindAddress,
+		"The address the /healthz and /readyz endpoints bind to.")
+	flag.BoolVar(&opts.LeaderElect, "leader-elect", opts.LeaderElect,
+		"Run the controllers in one replica at a time (every replica serves webhooks and the portal).")
+	flag.StringVar(&opts.Namespace, "namespace", envOr("POD_NAMESPACE", opts.Namespace),
+		"The operator's own namespace (leader election, invitation key Secret). Defaults to $POD_NAMESPACE.")
+	flag.StringVar(&opts.WebhookHost, "webhook-host", opts.WebhookHost, "The address the webhook server binds to.")
+	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "The port the webhook server listens on.")
+	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir,
+		"The directory with the webhook server's tls.crt and tls.key.")
+	flag.StringVar(&opts.SMTPAddress, "smtp-address", envOr("SMTP_ADDRESS", opts.SMTPAddress),
+		"The SMTP server (host:port) invitations are sent through. Defaults to $SMTP_ADDRESS.")
+	flag.StringVar(&opts.SMTPFrom, "smtp-from", envOr("SMTP_FROM", opts.SMTPFrom), "The From address of mails.")
+	flag.StringVar(&opts.SMTPTLS, "smtp-tls", opts.SMTPTLS,
+		"TLS policy towards the SMTP server: mandatory (STARTTLS required), opportunistic, or none.")
+	flag.StringVar(&opts.SMTPUsernameFile, "smtp-username-file", opts.SMTPUsernameFile,
+		"A file holding the SMTP username (else $SMTP_USERNAME).")
+	flag.StringVar(&opts.SMTPPasswordFile, "smtp-password-file", opts.SMTPPasswordFile,
+		"A file holding the SMTP password (else $SMTP_PASSWORD). Never given as a flag value.")
+	flag.StringVar(&opts.PortalBindAddress, "portal-bind-address", opts.PortalBindAddress,
+		"The address the invitation portal binds to.")
+	flag.StringVar(&opts.PortalURL, "portal-url", opts.PortalURL,
+		"The portal's external URL: invitation links are <portal-url>/invitations/<token>.")
+	flag.DurationVar(&opts.InvitationTTL, "invitation-ttl", opts.InvitationTTL, "How long an invitation link works.")
+	var defaultMax int
+	flag.IntVar(&defaultMax, "default-max-projects", int(opts.DefaultMaxProjects),
+		"The project quota of a customer without a CustomerQuota.")
+	flag.StringVar(&opts.UsernamePrefix, "username-prefix", opts.UsernamePrefix,
+		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	opts.DefaultMaxProjects = int32(defaultMax)
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		setupLog.Error(err, "Unable to load a kubeconfig")
+		os.Exit(1)
+	}
+	mgr, err := operator.New(cfg, opts)
+	if err != nil {
+		setupLog.Error(err, "Unable to set up the manager")
+		os.Exit(1)
+	}
+	setupLog.Info("Starting manager")
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		setupLog.Error(err, "Manager stopped with an error")
+		os.Exit(1)
+	}
+}
+
+func envOr(name, fallback string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return fallback
+}
