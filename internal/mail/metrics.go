@@ -1,0 +1,47 @@
+package mail
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// The counters live on controller-runtime's registry, so the manager's metrics
+// endpoint serves them next to the reconcile metrics.
+var (
+	mailsSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "customer_operator_mails_sent_total",
+		Help: "Mails accepted by the SMTP server, by kind (invitation, notice).",
+	}, []string{"kind"})
+
+	mailsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "customer_operator_mails_failed_total",
+		Help: "Mail delivery attempts that failed, by kind (invitation, notice).",
+	}, []string{"kind"})
+)
+
+func init() {
+	metrics.Registry.MustRegister(mailsSent, mailsFailed)
+	// Start every known series at zero, so that rate() and alerts see them before
+	// the first mail.
+	for _, kind := range []Kind{KindInvitation, KindNotice} {
+		mailsSent.WithLabelValues(string(kind))
+		mailsFailed.WithLabelValues(string(kind))
+	}
+}
+
+// kindLabel keeps the label's cardinality fixed whatever callers pass.
+func kindLabel(kind Kind) string {
+	switch kind {
+	case KindInvitation, KindNotice:
+		return string(kind)
+	}
+	return "other"
+}
+
+func recordSend(kind Kind, err error) {
+	if err != nil {
+		mailsFailed.WithLabelValues(kindLabel(kind)).Inc()
+		return
+	}
+	mailsSent.WithLabelValues(kindLabel(kind)).Inc()
+}
