@@ -1,0 +1,223 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+// FieldManager is the field manager of the ledger's writes to Customer status.
+const FieldManager = "customer-operator-admission"
+
+// conflictBackoff bounds the re-reads after an optimistic-lock conflict (another
+// replica or the controller wrote the Customer in between): about half a second in
+// all, well inside AdmissionTimeout.
+var conflictBackoff = wait.Backoff{Steps: 10, Duration: 5 * time.Millisecond, Factor: 1.5, Jitter: 0.5}
+
+// Ledger reserves project slots for the namespace admission webhook.
+//
+// Concurrent requests for one customer are batched, as kube-apiserver's quota
+// evaluator does: while one write for a customer is in flight, the requests that
+// arrive queue up, and the next write decides all of them at once. Within a replica
+// there is then a single writer per customer, so a burst of creates costs a few
+// writes instead of a storm of conflicts. Between replicas, and against the
+// controller, the optimistic lock decides: a conflict re-reads the Customer and
+// decides the whole batch again.
+type Ledger struct {
+	// APIReader reads the Customer as stored (uncached): slots are decided against
+	// the latest reservations, never a cache's.
+	APIReader client.Reader
+	// Client writes the Customer's status.
+	Client client.Client
+	// Cache reads live projects (by NamespaceCustomerIndex) and CustomerQuotas.
+	Cache client.Reader
+	// DefaultMaxProjects caps customers without a CustomerQuota.
+	DefaultMaxProjects int32
+	// TTL is a reservation's lifetime: AdmissionTimeout plus a grace period.
+	TTL time.Duration
+	// OperatorNamespace is never a project.
+	OperatorNamespace string
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+
+	mu sync.Mutex
+	// queued holds, for each customer whose batch writer is running, the requests
+	// for its next batch. A customer without a running writer has no key.
+	queued map[string][]*slotRequest
+}
+
+type slotRequest struct {
+	namespace string
+	done      chan slotResult
+}
+
+type slotResult struct {
+	decision Decision
+	err      error
+}
+
+// Reserve decides whether namespace may become a project of customer and, when it
+// needs a slot and one is free, reserves it before returning. A denial is a
+// Decision, not an error; an error means the slot could not be decided.
+func (l *Ledger) Reserve(ctx context.Context, customer, namespace string) (Decision, error) {
+	req := &slotRequest{namespace: namespace, done: make(chan slotResult, 1)}
+	l.mu.Lock()
+	if l.queued == nil {
+		l.queued = make(map[string][]*slotRequest)
+	}
+	_, running := l.queued[customer]
+	l.queued[customer] = append(l.queued[customer], req)
+	l.mu.Unlock()
+	if !running {
+		go l.writeBatches(customer)
+	}
+
+	select {
+	case res := <-req.done:
+		return res.decision, res.err
+	case <-ctx.Done():
+		// The batch may still reserve the slot: it then lapses unused, which is
+		// safe (a slot is held too long, never given out twice).
+		return Decision{}, fmt.Errorf("waiting for a project slot of customer %q: %w", customer, ctx.Err())
+	}
+}
+
+// Check decides like Reserve but reserves nothing: for dry-run requests.
+func (l *Ledger) Check(ctx context.Context, customer, namespace string) (Decision, error) {
+	decisions, err := l.decide(ctx, customer, []string{namespace}, false)
+	if err != nil {
+		return Decision{}, err
+	}
+	return decisions[0], nil
+}
+
+// writeBatches decides the queued requests of customer, batch after batch, until
+// none are left.
+func (l *Ledger) writeBatches(customer string) {
+	for {
+		l.mu.Lock()
+		batch := l.queued[customer]
+		if len(batch) == 0 {
+			delete(l.queued, customer)
+			l.mu.Unlock()
+			return
+		}
+		l.queued[customer] = nil
+		l.mu.Unlock()
+
+		namespaces := make([]string, len(batch))
+		for i, req := range batch {
+			namespaces[i] = req.namespace
+		}
+		// Not any one request's context: the batch serves them all.
+		ctx, cancel := context.WithTimeout(context.Background(), AdmissionTimeout)
+		decisions, err := l.decide(ctx, customer, namespaces, true)
+		cancel()
+		if err != nil {
+			logf.Log.WithName("quota").Error(err, "Could not reserve project slots", "customer", customer, "requests", len(batch))
+		}
+		for i, req := range batch {
+			res := slotResult{err: err}
+			if err == nil {
+				res.decision = decisions[i]
+			}
+			req.done <- res
+		}
+	}
+}
+
+// decide reads the Customer fresh, decides every namespace in order and, when
+// reserve is set and something changed, writes the reservations with an optimistic
+// lock, deciding again from a fresh read after a conflict.
+func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []string, reserve bool) ([]Decision, error) {
+	var decisions []Decision
+	all := func(outcome Outcome) {
+		decisions = make([]Decision, len(namespaces))
+		for i := range decisions {
+			decisions[i] = Decision{Outcome: outcome, Customer: customerName}
+		}
+	}
+	err := retry.OnError(conflictBackoff, apierrors.IsConflict, func() error {
+		customer := &v1alpha1.Customer{}
+		if err := l.APIReader.Get(ctx, client.ObjectKey{Name: customerName}, customer); err != nil {
+			if apierrors.IsNotFound(err) {
+				all(CustomerNotFound)
+				return nil
+			}
+			return fmt.Errorf("reading customer %q: %w", customerName, err)
+		}
+		if !customer.DeletionTimestamp.IsZero() {
+			all(CustomerDeleting)
+			return nil
+		}
+		live, err := l.liveProjects(ctx, customerName)
+		if err != nil {
+			return err
+		}
+		limit, err := l.limit(ctx, customerName)
+		if err != nil {
+			return err
+		}
+
+		now := l.now()
+		expiresAt := ExpiresAt(now, l.TTL)
+		tally := NewTally(customer, live, now)
+		decisions = make([]Decision, len(namespaces))
+		for i, ns := range namespaces {
+			decisions[i] = tally.Admit(ns, limit, expiresAt)
+		}
+		if !reserve || !tally.Changed() {
+			return nil
+		}
+		before := customer.DeepCopy()
+		customer.Status.Reservations = tally.Reservations()
+		// The resourceVersion of the read is the lock: no other writer's change to
+		// the Customer (a reservation, the controller's release) can be lost.
+		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+		return l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return decisions, nil
+}
+
+// liveProjects reads the customer's live projects from the cache.
+func (l *Ledger) liveProjects(ctx context.Context, customer string) (sets.Set[string], error) {
+	var list corev1.NamespaceList
+	if err := l.Cache.List(ctx, &list, client.MatchingFields{NamespaceCustomerIndex: customer},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing the projects of customer %q: %w", customer, err)
+	}
+	return LiveProjects(list.Items, l.OperatorNamespace), nil
+}
+
+// limit reads the customer's CustomerQuota from the cache.
+func (l *Ledger) limit(ctx context.Context, customer string) (Limit, error) {
+	q := &v1alpha1.CustomerQuota{}
+	if err := l.Cache.Get(ctx, client.ObjectKey{Name: customer}, q); err != nil {
+		if apierrors.IsNotFound(err) {
+			return LimitFor(nil, l.DefaultMaxProjects), nil
+		}
+		return Limit{}, fmt.Errorf("reading CustomerQuota %q: %w", customer, err)
+	}
+	return LimitFor(q, l.DefaultMaxProjects), nil
+}
+
+func (l *Ledger) now() time.Time {
+	if l.Now == nil {
+		return time.Now()
+	}
+	return l.Now()
+}

@@ -1,0 +1,207 @@
+package quota
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+func testScheme(t *testing.T) *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// newLedger returns a ledger over a fake API server holding objs, with both its
+// readers and its writer on it (the fake checks resourceVersion preconditions, so
+// the optimistic lock is real).
+func newLedger(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) (*Ledger, client.Client) {
+	b := fake.NewClientBuilder().WithScheme(testScheme(t)).
+		WithObjects(objs...).
+		WithStatusSubresource(&v1alpha1.Customer{}).
+		WithIndex(&corev1.Namespace{}, NamespaceCustomerIndex, func(o client.Object) []string {
+			return IndexNamespaceByCustomer(o.(*corev1.Namespace))
+		})
+	if funcs != nil {
+		b = b.WithInterceptorFuncs(*funcs)
+	}
+	c := b.Build()
+	return &Ledger{
+		APIReader: c, Client: c, Cache: c,
+		DefaultMaxProjects: 10,
+		TTL:                time.Minute,
+		OperatorNamespace:  "customer-operator-system",
+		Now:                func() time.Time { return t0 },
+	}, c
+}
+
+func project(name, customer string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: customer}}}
+}
+
+func TestLedgerAdmitsExactlyTheQuotaUnderConcurrency(t *testing.T) {
+	g := NewWithT(t)
+	// Batching makes the ledger the only writer of a customer within a replica:
+	// concurrent requests never conflict with each other.
+	var writes, conflicts atomic.Int32
+	funcs := &interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			writes.Add(1)
+			err := c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+			if apierrors.IsConflict(err) {
+				conflicts.Add(1)
+			}
+			return err
+		},
+	}
+	ledger, c := newLedger(t, funcs, customerWith(0))
+
+	var admitted, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			d, err := ledger.Reserve(context.Background(), "acme", fmt.Sprintf("acme-%d", i))
+			g.Expect(err).NotTo(HaveOccurred())
+			if d.Allowed() {
+				admitted.Add(1)
+				return
+			}
+			g.Expect(d.Outcome).To(Equal(OverQuota))
+			g.Expect(d.Message()).To(Equal(`customer "acme" has 10 of 10 projects (default quota); ask your partner to raise spec.maxProjects`))
+			refused.Add(1)
+		})
+	}
+	wg.Wait()
+	g.Expect(admitted.Load()).To(Equal(int32(10)))
+	g.Expect(refused.Load()).To(Equal(int32(90)))
+	g.Expect(conflicts.Load()).To(BeZero())
+	g.Expect(writes.Load()).To(BeNumerically("<=", 10), "one write per batch, and only batches that reserve write")
+
+	var customer v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &customer)).To(Succeed())
+	g.Expect(customer.Status.Reservations).To(HaveLen(10))
+	for _, r := range customer.Status.Reservations {
+		g.Expect(r.ExpiresAt.Time.Equal(t0.Add(time.Minute))).To(BeTrue(), "expires TTL after now: %v", r.ExpiresAt)
+	}
+}
+
+func TestLedgerReadsTheQuotaAndLiveProjects(t *testing.T) {
+	g := NewWithT(t)
+	deleting := metav1.NewTime(t0)
+	terminating := project("acme-old", "acme")
+	terminating.DeletionTimestamp = &deleting
+	terminating.Finalizers = []string{"kubernetes"}
+	quota := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: v1alpha1.CustomerQuotaSpec{Customer: "acme", MaxProjects: ptr.To[int32](2)}}
+	ledger, _ := newLedger(t, nil, customerWith(1), quota, project("acme-web", "acme"), terminating,
+		project("other-web", "other"))
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-api")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved), "the terminating project does not count")
+
+	d, err = ledger.Reserve(context.Background(), "acme", "acme-db")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota))
+	g.Expect(d.Message()).To(Equal(`customer "acme" has 2 of 2 projects (CustomerQuota "acme"); ask your partner to raise spec.maxProjects`))
+
+	d, err = ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(AlreadyCounted), "re-creating an existing project is not a quota matter")
+}
+
+func TestLedgerCheckReservesNothing(t *testing.T) {
+	g := NewWithT(t)
+	ledger, c := newLedger(t, nil, customerWith(0))
+	d, err := ledger.Check(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+
+	var customer v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &customer)).To(Succeed())
+	g.Expect(customer.Status.Reservations).To(BeEmpty())
+}
+
+func TestLedgerMissingOrDeletingCustomer(t *testing.T) {
+	g := NewWithT(t)
+	deleting := customerWith(0)
+	deleting.Name = "leaving"
+	deleting.DeletionTimestamp = ptr.To(metav1.NewTime(t0))
+	deleting.Finalizers = []string{v1alpha1.CustomerFinalizer}
+	ledger, _ := newLedger(t, nil, deleting)
+
+	d, err := ledger.Reserve(context.Background(), "nope", "nope-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(CustomerNotFound))
+
+	d, err = ledger.Reserve(context.Background(), "leaving", "leaving-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(CustomerDeleting))
+}
+
+// A conflicting write between the read and the write (another replica took the
+// last slot) makes the ledger read again and decide again, never overwrite.
+func TestLedgerDecidesAgainAfterAConflict(t *testing.T) {
+	g := NewWithT(t)
+	var raced atomic.Bool
+	var ledgerClient client.Client
+	funcs := &interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if !raced.Swap(true) {
+				// Another replica reserves the last free slot first.
+				var other v1alpha1.Customer
+				g.Expect(c.Get(ctx, client.ObjectKeyFromObject(obj), &other)).To(Succeed())
+				other.Status.Reservations = append(other.Status.Reservations, reservation("acme-elsewhere", t0.Add(time.Minute)))
+				g.Expect(c.Status().Update(ctx, &other)).To(Succeed())
+			}
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}
+	quota := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: v1alpha1.CustomerQuotaSpec{Customer: "acme", MaxProjects: ptr.To[int32](1)}}
+	ledger, c := newLedger(t, funcs, customerWith(0), quota)
+	ledgerClient = c
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "decided again on the fresh read, which has no free slot")
+
+	var customer v1alpha1.Customer
+	g.Expect(ledgerClient.Get(context.Background(), client.ObjectKey{Name: "acme"}, &customer)).To(Succeed())
+	g.Expect(customer.Status.Reservations).To(HaveLen(1), "the other replica's reservation is kept, no other added")
+	g.Expect(customer.Status.Reservations[0].Namespace).To(Equal("acme-elsewhere"))
+}
+
+func TestLedgerGivesUpAfterBoundedConflicts(t *testing.T) {
+	g := NewWithT(t)
+	funcs := &interceptor.Funcs{
+		SubResourcePatch: func(context.Context, client.Client, string, client.Object, client.Patch, ...client.SubResourcePatchOption) error {
+			return apierrors.NewConflict(schema.GroupResource{Group: v1alpha1.GroupName, Resource: "customers"}, "acme", fmt.Errorf("changed"))
+		},
+	}
+	ledger, _ := newLedger(t, funcs, customerWith(0))
+	_, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+}
