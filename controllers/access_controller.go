@@ -1,0 +1,284 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/access"
+)
+
+// The operator writes RoleBindings in every project and ClusterRoles/Bindings per
+// customer. It may bind admin/edit/view and the static access roles because
+// config/rbac/bind_role.yaml grants it `bind` on exactly those names; the rules of
+// the per-customer ClusterRoles are gets it holds itself (below), so it needs no
+// escalate.
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=customers.partnerops.io,resources=customerquotas,verbs=get;list;watch
+// +kubebuilder:rbac:groups=customers.partnerops.io,resources=customermessages,verbs=get;list;watch
+// +kubebuilder:rbac:groups=customers.partnerops.io,resources=customermemberships,verbs=get;list;watch
+
+// accessFieldManager owns the fields of the RBAC objects the operator applies.
+const accessFieldManager = "customer-operator"
+
+// AccessReconciler keeps the RBAC of each customer equal to what its active
+// memberships grant (internal/access computes it). It is level-based and per
+// customer: one reconcile reads the customer's memberships, projects and messages
+// and converges every binding of that customer, so a role change, a deletion, a
+// new project or a new message all come down to the same computation. Nothing is
+// written when nothing differs.
+type AccessReconciler struct {
+	client.Client
+	// UsernamePrefix is --username-prefix.
+	UsernamePrefix string
+}
+
+// Reconcile converges the RBAC of the customer named by req.
+func (r *AccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	in, err := r.input(ctx, req.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	desired := access.Desired(in)
+	if err := r.apply(ctx, desired); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, r.prune(ctx, req.Name, desired)
+}
+
+// input reads what the customer's access depends on. A customer that does not
+// exist or is being deleted grants nothing, so its input is empty.
+func (r *AccessReconciler) input(ctx context.Context, customerName string) (access.Input, error) {
+	in := access.Input{Customer: customerName}
+	customer := &v1alpha1.Customer{}
+	if err := r.Get(ctx, types.NamespacedName{Name: customerName}, customer); err != nil {
+		return in, client.IgnoreNotFound(err)
+	}
+	if !customer.DeletionTimestamp.IsZero() {
+		return in, nil
+	}
+
+	var memberships v1alpha1.CustomerMembershipList
+	if err := r.List(ctx, &memberships, client.MatchingFields{MembershipCustomerIndex: customerName}); err != nil {
+		return in, fmt.Errorf("listing memberships: %w", err)
+	}
+	in.Members = access.ActiveMembers(memberships.Items, r.UsernamePrefix)
+	for _, m := range memberships.Items {
+		in.Memberships = append(in.Memberships, m.Name)
+	}
+
+	var projects corev1.NamespaceList
+	if err := r.List(ctx, &projects, client.MatchingLabels{v1alpha1.CustomerLabel: customerName}); err != nil {
+		return in, fmt.Errorf("listing projects: %w", err)
+	}
+	for _, ns := range liveProjects(projects.Items) {
+		in.Projects = append(in.Projects, ns.Name)
+	}
+
+	var messages v1alpha1.CustomerMessageList
+	if err := r.List(ctx, &messages, client.MatchingFields{MessageCustomerIndex: customerName}); err != nil {
+		return in, fmt.Errorf("listing messages: %w", err)
+	}
+	for _, m := range messages.Items {
+		in.Messages = append(in.Messages, m.Name)
+	}
+	return in, nil
+}
+
+// apply writes the desired objects that are missing or differ, in order: project
+// RoleBindings, ClusterRoles, then ClusterRoleBindings with the member binding
+// last (a membership reads "access granted" from it).
+func (r *AccessReconciler) apply(ctx context.Context, desired access.Objects) error {
+	for _, rb := range desired.RoleBindings {
+		current := &rbacv1.RoleBinding{}
+		if err := r.applyIfChanged(ctx, rb, current, func() bool {
+			return equality.Semantic.DeepEqual(current.RoleRef, rb.RoleRef) &&
+				equality.Semantic.DeepEqual(current.Subjects, rb.Subjects)
+		}); err != nil {
+			return err
+		}
+	}
+	for _, cr := range desired.ClusterRoles {
+		current := &rbacv1.ClusterRole{}
+		if err := r.applyIfChanged(ctx, cr, current, func() bool {
+			return current.AggregationRule == nil && equality.Semantic.DeepEqual(current.Rules, cr.Rules)
+		}); err != nil {
+			return err
+		}
+	}
+	for _, crb := range desired.ClusterRoleBindings {
+		current := &rbacv1.ClusterRoleBinding{}
+		if err := r.applyIfChanged(ctx, crb, current, func() bool {
+			return equality.Semantic.DeepEqual(current.RoleRef, crb.RoleRef) &&
+				equality.Semantic.DeepEqual(current.Subjects, crb.Subjects)
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyIfChanged server-side applies desired unless the cached object already has
+// its labels and equal() holds. A RoleBinding's roleRef is immutable, but each name
+// encodes its role, so a role change is a different binding, never an update.
+func (r *AccessReconciler) applyIfChanged(ctx context.Context, desired, current client.Object, equal func() bool) error {
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), current)
+	switch {
+	case err == nil && hasLabels(current, desired.GetLabels()) && equal():
+		return nil
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("reading %s: %w", describe(desired), err)
+	}
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
+	if err != nil {
+		return err
+	}
+	unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		client.FieldOwner(accessFieldManager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying %s: %w", describe(desired), err)
+	}
+	log.FromContext(ctx).V(1).Info("Applied access", "object", describe(desired))
+	return nil
+}
+
+// prune deletes the customer's RBAC objects that are no longer desired.
+func (r *AccessReconciler) prune(ctx context.Context, customer string, desired access.Objects) error {
+	keep := map[string]bool{}
+	for _, o := range desired.RoleBindings {
+		keep[describe(o)] = true
+	}
+	for _, o := range desired.ClusterRoles {
+		keep[describe(o)] = true
+	}
+	for _, o := range desired.ClusterRoleBindings {
+		keep[describe(o)] = true
+	}
+	selector := client.MatchingLabels(access.Labels(customer))
+
+	var stale []client.Object
+	var rbs rbacv1.RoleBindingList
+	if err := r.List(ctx, &rbs, selector); err != nil {
+		return fmt.Errorf("listing RoleBindings: %w", err)
+	}
+	for i := range rbs.Items {
+		stale = append(stale, &rbs.Items[i])
+	}
+	// Bindings before roles, so nobody is left bound to a role that is gone.
+	var crbs rbacv1.ClusterRoleBindingList
+	if err := r.List(ctx, &crbs, selector); err != nil {
+		return fmt.Errorf("listing ClusterRoleBindings: %w", err)
+	}
+	for i := range crbs.Items {
+		stale = append(stale, &crbs.Items[i])
+	}
+	var crs rbacv1.ClusterRoleList
+	if err := r.List(ctx, &crs, selector); err != nil {
+		return fmt.Errorf("listing ClusterRoles: %w", err)
+	}
+	for i := range crs.Items {
+		stale = append(stale, &crs.Items[i])
+	}
+
+	var errs []error
+	for _, o := range stale {
+		if keep[describe(o)] {
+			continue
+		}
+		// The precondition makes sure we delete what we looked at, not an object
+		// of the same name created since.
+		if err := r.Delete(ctx, o, client.Preconditions{UID: ptr.To(o.GetUID())}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", describe(o), err))
+			continue
+		}
+		log.FromContext(ctx).V(1).Info("Removed access", "object", describe(o))
+	}
+	return errors.Join(errs...)
+}
+
+// SetupWithManager watches everything a customer's access depends on, mapped to
+// the customer: the Customer itself (created, or its deletion started),
+// memberships, project namespaces (including the customer a namespace moved away
+// from), messages (their names go into the member role), and the RBAC objects it
+// made (so a binding edited or deleted by hand is put back).
+func (r *AccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	byLabel := handler.EnqueueRequestsFromMapFunc(customerOfLabel)
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.Customer{}, builder.WithPredicates(deletionPredicate())).
+		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership)).
+		Watches(&corev1.Namespace{}, byLabel,
+			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
+		Watches(&v1alpha1.CustomerMessage{}, handler.EnqueueRequestsFromMapFunc(customerOfMessage),
+			builder.WithPredicates(createOrDeletePredicate())).
+		Watches(&rbacv1.RoleBinding{}, byLabel).
+		Watches(&rbacv1.ClusterRole{}, byLabel).
+		Watches(&rbacv1.ClusterRoleBinding{}, byLabel).
+		Named("access").
+		Complete(r)
+}
+
+// customerOfLabel maps an object labelled with a customer to that customer. For an
+// update, controller-runtime calls it with the old and the new object, so a label
+// that moved enqueues both customers.
+func customerOfLabel(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[v1alpha1.CustomerLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+}
+
+func customerOfMessage(_ context.Context, o client.Object) []reconcile.Request {
+	m := o.(*v1alpha1.CustomerMessage)
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: string(m.Spec.Customer)}}}
+}
+
+// createOrDeletePredicate passes creates and deletes only: a message's name is
+// all the member role needs.
+func createOrDeletePredicate() predicate.Funcs {
+	return predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }}
+}
+
+func hasLabels(o client.Object, want map[string]string) bool {
+	got := o.GetLabels()
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func describe(o client.Object) string {
+	kind := fmt.Sprintf("%T", o)
+	switch o.(type) {
+	case *rbacv1.RoleBinding:
+		kind = "RoleBinding"
+	case *rbacv1.ClusterRole:
+		kind = "ClusterRole"
+	case *rbacv1.ClusterRoleBinding:
+		kind = "ClusterRoleBinding"
+	}
+	if o.GetNamespace() != "" {
+		return kind + " " + o.GetNamespace() + "/" + o.GetName()
+	}
+	return kind + " " + o.GetName()
+}

@@ -1,0 +1,245 @@
+package controllers_test
+
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+// The access a member has, as the API server's authorizer answers it.
+func canCreateDeployments(user, project string) func() bool {
+	return func() bool { return canI(user, "create", "apps", "deployments", project, "") }
+}
+
+func canGetPods(user, project string) func() bool {
+	return func() bool { return canI(user, "get", "", "pods", project, "") }
+}
+
+var _ = Describe("Access", func() {
+	It("grants a None membership at once, follows role changes and new projects, and revokes on delete", func() {
+		const user = "hank@example.com"
+		createCustomer("access-co", "Access Co")
+		createProject("access-co-web", "access-co")
+		m := createMembership(newMembership("access-co-hank", "access-co", user, v1alpha1.RoleViewer, v1alpha1.InvitationNone))
+
+		By("making it active at once, without an e-mail")
+		expectCondition(m.Name, v1alpha1.AcceptedCondition, metav1.ConditionTrue, v1alpha1.AddedDirectlyReason)
+		expectCondition(m.Name, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationNotRequiredReason)
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+
+		By("granting view in the project, and get by name on the customer and its quota, nothing more")
+		Expect(canGetPods(user, "access-co-web")()).To(BeTrue(), "Ready means access was granted")
+		Expect(canCreateDeployments(user, "access-co-web")()).To(BeFalse())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customers", "", "access-co")).To(BeTrue())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customerquotas", "", "access-co")).To(BeTrue())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customers", "", "other-co")).To(BeFalse())
+		Expect(canI(user, "list", v1alpha1.GroupName, "customers", "", "")).To(BeFalse())
+		Expect(canI(user, "create", v1alpha1.GroupName, "messageacknowledgements", "", "")).To(BeTrue())
+		Expect(canI(user, "create", "", "namespaces", "", "")).To(BeFalse(), "only Admins create projects")
+		Expect(canI(user, "delete", "", "namespaces", "access-co-web", "access-co-web")).To(BeFalse())
+		Expect(mailsTo(user)()).To(BeEmpty())
+
+		By("granting get on a new message by name")
+		msg := &v1alpha1.CustomerMessage{
+			ObjectMeta: metav1.ObjectMeta{Name: "access-co-notice"},
+			Spec:       v1alpha1.CustomerMessageSpec{Customer: "access-co", Title: "Maintenance", Body: "Tonight."},
+		}
+		Expect(admin.Create(ctx, msg)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, msg))).To(Succeed()) })
+		Eventually(func() bool {
+			return canI(user, "get", v1alpha1.GroupName, "customermessages", "", "access-co-notice")
+		}).Should(BeTrue())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customermessages", "", "someone-elses")).To(BeFalse())
+
+		By("rebinding on a role change")
+		Expect(admin.Patch(ctx, &v1alpha1.CustomerMembership{ObjectMeta: metav1.ObjectMeta{Name: m.Name}},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"role":"Admin"}}`)))).To(Succeed())
+		Eventually(canCreateDeployments(user, "access-co-web")).Should(BeTrue())
+		Eventually(func() bool { return canI(user, "create", "", "namespaces", "", "") }).Should(BeTrue())
+		Expect(canI(user, "delete", "", "namespaces", "access-co-web", "access-co-web")).To(BeTrue())
+		Expect(canI(user, "delete", "", "namespaces", "kube-system", "kube-system")).To(BeFalse())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customermemberships", "", m.Name)).To(BeTrue())
+		Eventually(func(g Gomega) {
+			var rb rbacv1.RoleBinding
+			err := admin.Get(ctx, types.NamespacedName{Namespace: "access-co-web", Name: "customer-operator:access-co:view"}, &rb)
+			g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the Viewer binding is gone: %v", err)
+		}).Should(Succeed())
+
+		By("binding the members in a new project")
+		createProject("access-co-api", "access-co")
+		Eventually(canCreateDeployments(user, "access-co-api")).Should(BeTrue())
+
+		By("putting back a binding edited by hand")
+		var rb rbacv1.RoleBinding
+		key := types.NamespacedName{Namespace: "access-co-api", Name: "customer-operator:access-co:admin"}
+		Expect(admin.Get(ctx, key, &rb)).To(Succeed())
+		rb.Subjects = append(rb.Subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "mallory"})
+		Expect(admin.Update(ctx, &rb)).To(Succeed())
+		Eventually(canCreateDeployments("mallory", "access-co-api")).Should(BeFalse())
+
+		By("revoking everything when the membership is deleted")
+		Expect(admin.Delete(ctx, m)).To(Succeed())
+		Eventually(canGetPods(user, "access-co-web")).Should(BeFalse())
+		Eventually(canGetPods(user, "access-co-api")).Should(BeFalse())
+		Eventually(func() bool { return canI(user, "get", v1alpha1.GroupName, "customers", "", "access-co") }).Should(BeFalse())
+		Eventually(func(g Gomega) {
+			var crbs rbacv1.ClusterRoleBindingList
+			g.Expect(admin.List(ctx, &crbs, client.MatchingLabels{v1alpha1.CustomerLabel: "access-co"})).To(Succeed())
+			g.Expect(crbs.Items).To(BeEmpty())
+			var crs rbacv1.ClusterRoleList
+			g.Expect(admin.List(ctx, &crs, client.MatchingLabels{v1alpha1.CustomerLabel: "access-co"})).To(Succeed())
+			g.Expect(crs.Items).To(BeEmpty())
+			var rbs rbacv1.RoleBindingList
+			g.Expect(admin.List(ctx, &rbs, client.MatchingLabels{v1alpha1.CustomerLabel: "access-co"})).To(Succeed())
+			g.Expect(rbs.Items).To(BeEmpty())
+		}).Should(Succeed())
+	})
+
+	It("grants nothing before acceptance", func() {
+		const user = "ivy@example.com"
+		createCustomer("pending-co", "Pending Co")
+		createProject("pending-co-web", "pending-co")
+		m := createMembership(newMembership("pending-co-ivy", "pending-co", user, v1alpha1.RoleAdmin, v1alpha1.InvitationEmail))
+		expectCondition(m.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
+		Consistently(canGetPods(user, "pending-co-web"), "2s").Should(BeFalse())
+		Expect(canI(user, "create", "", "namespaces", "", "")).To(BeFalse())
+		Expect(canI(user, "get", v1alpha1.GroupName, "customers", "", "pending-co")).To(BeFalse())
+	})
+
+	It("lets the older of two memberships for one e-mail win; the duplicate gets Ready=False, Duplicate, and grants nothing", func() {
+		const user = "jack@example.com"
+		createCustomer("dup-co", "Dup Co")
+		createProject("dup-co-web", "dup-co")
+		older := createMembership(newMembership("dup-co-jack", "dup-co", user, v1alpha1.RoleViewer, v1alpha1.InvitationNone))
+		expectCondition(older.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+
+		By("refusing a visible duplicate at admission, naming the field and the existing membership")
+		err := admin.Create(ctx, newMembership("dup-co-jack-2", "dup-co", "JACK@example.com", v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.email"))
+		Expect(err.Error()).To(ContainSubstring(`already has a membership for this e-mail (CustomerMembership "dup-co-jack")`))
+
+		By("marking one that raced past admission as a duplicate")
+		var newer *v1alpha1.CustomerMembership
+		withoutMembershipWebhook(func() {
+			newer = newMembership("dup-co-jack-2", "dup-co", "jack@example.com", v1alpha1.RoleAdmin, v1alpha1.InvitationNone)
+			// The API server picks up the changed webhook configuration asynchronously.
+			Eventually(func() error { return admin.Create(ctx, newer) }).Should(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, newer))).To(Succeed()) })
+		})
+		expectCondition(newer.Name, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.DuplicateReason)
+		expectCondition(newer.Name, v1alpha1.StalledCondition, metav1.ConditionTrue, v1alpha1.DuplicateReason)
+		Consistently(canCreateDeployments(user, "dup-co-web"), "2s").Should(BeFalse(), "the duplicate's Admin role is not granted")
+		Expect(canGetPods(user, "dup-co-web")()).To(BeTrue(), "the original's Viewer role is")
+		Eventually(func(g Gomega) {
+			var c v1alpha1.Customer
+			g.Expect(admin.Get(ctx, types.NamespacedName{Name: "dup-co"}, &c)).To(Succeed())
+			g.Expect(c.Status.Members).To(Equal(int32(1)))
+		}).Should(Succeed())
+
+		By("handing over to the duplicate when the original is deleted")
+		Expect(admin.Delete(ctx, older)).To(Succeed())
+		expectCondition(newer.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+		Eventually(canCreateDeployments(user, "dup-co-web")).Should(BeTrue())
+	})
+})
+
+var _ = Describe("CustomerMembership admission", func() {
+	const annAdmin = "ann@a.example"
+
+	// Ann is an active Admin of customer adm-a (invitation None, made by a partner).
+	BeforeEach(func() {
+		createCustomer("adm-a", "Admission A")
+		createCustomer("adm-b", "Admission B")
+		m := createMembership(newMembership("adm-a-ann", "adm-a", annAdmin, v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+	})
+
+	It("lets a customer's Admin invite, change and remove members of that customer only", func() {
+		ann := clientAs(annAdmin)
+
+		By("creating, updating and deleting a membership of her own customer")
+		own := newMembership("adm-a-bob", "adm-a", "bob@a.example", v1alpha1.RoleViewer, "")
+		Expect(ann.Create(ctx, own)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, own))).To(Succeed()) })
+		Eventually(func() error {
+			return ann.Get(ctx, client.ObjectKeyFromObject(own), &v1alpha1.CustomerMembership{})
+		}).Should(Succeed(), "she may read her customer's memberships by name")
+		Expect(ann.Patch(ctx, own, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"role":"Editor"}}`)))).To(Succeed())
+		Expect(ann.Delete(ctx, own)).To(Succeed())
+
+		By("being refused for another customer on create")
+		foreign := newMembership("adm-b-carl", "adm-b", "carl@b.example", v1alpha1.RoleAdmin, "")
+		err := ann.Create(ctx, foreign)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring(`"ann@a.example" is not an Admin of customer "adm-b" (spec.customer)`))
+
+		By("being refused for another customer's membership on update and delete")
+		existing := createMembership(newMembership("adm-b-dora", "adm-b", "dora@b.example", v1alpha1.RoleViewer, ""))
+		err = ann.Patch(ctx, existing, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"role":"Admin"}}`)))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring(`not an Admin of customer "adm-b"`))
+		err = ann.Delete(ctx, existing)
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring(`not an Admin of customer "adm-b"`))
+		err = ann.Get(ctx, client.ObjectKeyFromObject(existing), &v1alpha1.CustomerMembership{})
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "RBAC gives her no read on other customers' memberships: %v", err)
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(existing), existing)).To(Succeed())
+		Expect(existing.Spec.Role).To(Equal(v1alpha1.RoleViewer))
+	})
+
+	DescribeTable("refuses a customer's Admin the fields only partners may set, naming the field",
+		func(m *v1alpha1.CustomerMembership, wantField, wantRule string) {
+			err := clientAs(annAdmin).Create(ctx, m)
+			Expect(err).To(HaveOccurred())
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+			Expect(err.Error()).To(ContainSubstring(wantField))
+			Expect(err.Error()).To(ContainSubstring(wantRule))
+		},
+		Entry("invitation None", newMembership("adm-a-none", "adm-a", "eve@a.example", v1alpha1.RoleViewer, v1alpha1.InvitationNone),
+			"spec.invitation", "only partners may create memberships with invitation None"),
+		Entry("another username", func() *v1alpha1.CustomerMembership {
+			m := newMembership("adm-a-user", "adm-a", "eve@a.example", v1alpha1.RoleViewer, "")
+			m.Spec.Username = "root"
+			return m
+		}(), "spec.username", `only partners may set a username other than the default "eve@a.example"`),
+		Entry("a system: name", func() *v1alpha1.CustomerMembership {
+			m := newMembership("adm-a-system", "adm-a", "eve@a.example", v1alpha1.RoleViewer, "")
+			m.Spec.Username = "system:kube-controller-manager"
+			return m
+		}(), "spec.username", `must not start with "system:"`),
+	)
+
+	It("refuses a non-member outright", func() {
+		err := clientAs("stranger@example.com").Create(ctx, newMembership("adm-a-x", "adm-a", "x@example.com", v1alpha1.RoleViewer, ""))
+		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "RBAC: %v", err)
+	})
+
+	It("lets a partner add themselves with invitation None, and keeps spec.invitation immutable", func() {
+		const partner = "pat@partner.example"
+		bindPartner(partner)
+		m := newMembership("adm-a-pat", "adm-a", partner, v1alpha1.RoleAdmin, v1alpha1.InvitationNone)
+		Expect(clientAs(partner).Create(ctx, m)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, m))).To(Succeed()) })
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+
+		By("refusing Email→None, which would skip acceptance (CEL, so it holds without the webhook)")
+		invited := createMembership(newMembership("adm-a-fay", "adm-a", "fay@a.example", v1alpha1.RoleViewer, v1alpha1.InvitationEmail))
+		err := admin.Patch(ctx, invited, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"invitation":"None"}}`)))
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(err.Error()).To(ContainSubstring("spec.invitation is immutable"))
+		withoutMembershipWebhook(func() {
+			Consistently(func(g Gomega) {
+				err := admin.Patch(ctx, invited, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"invitation":"None"}}`)))
+				g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+				g.Expect(err.Error()).To(ContainSubstring("spec.invitation is immutable"))
+			}, "2s").Should(Succeed())
+		})
+	})
+})
