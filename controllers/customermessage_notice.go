@@ -1,0 +1,208 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/mail"
+	"github.com/partnerops/customer-operator/internal/messages"
+	"github.com/partnerops/customer-operator/internal/status"
+)
+
+// The e-mail notice of a message (spec.notify Email) goes to each recipient once,
+// while the message is open, through the same sender as invitations. Like an
+// invitation, an attempt is recorded before any mail goes out, under an optimistic
+// lock, so that a reconcile that read a stale status (one that does not list a
+// recipient as sent yet) conflicts instead of sending twice; the addresses sent to
+// are recorded right after. A crash between the two re-sends those mails, with the
+// same Message-ID (mail.NoticeMessageID), so receivers can tell.
+const (
+	// noticeSendTimeout bounds one mail, so a hanging SMTP server cannot hold a worker.
+	noticeSendTimeout = time.Minute
+	// maxNoticeSent is the MaxItems of status.notice.sent.
+	maxNoticeSent = 1000
+	// maxNoticeError is the MaxLength of status.notice.lastError.
+	maxNoticeError = 1024
+)
+
+// noticesDue returns the recipient memberships still to be sent the notice, sorted
+// by address, one per address: none unless spec.notify is Email and the message is
+// open.
+func noticesDue(s *messageScope) []*v1alpha1.CustomerMembership {
+	msg := s.message
+	if msg.Spec.Notify != v1alpha1.NotifyEmail || messages.IsResolved(msg) {
+		return nil
+	}
+	sent := map[string]bool{}
+	if msg.Status.Notice != nil {
+		for _, e := range msg.Status.Notice.Sent {
+			sent[e] = true
+		}
+	}
+	var due []*v1alpha1.CustomerMembership
+	for _, m := range s.recipients {
+		email := strings.ToLower(m.Spec.Email)
+		if !sent[email] {
+			sent[email] = true
+			due = append(due, m)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool { return due[i].Spec.Email < due[j].Spec.Email })
+	if room := maxNoticeSent - len(sent) + len(due); len(due) > room {
+		due = due[:max(room, 0)]
+	}
+	return due
+}
+
+// setNotified sets the Notified condition (only with spec.notify Email): True once
+// every recipient was sent the notice, else False with why. A failing SMTP server
+// also makes Ready False, as for invitations: sending is the operator's part.
+func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
+	msg := s.message
+	if msg.Spec.Notify != v1alpha1.NotifyEmail {
+		status.Remove(msg, v1alpha1.NotifiedCondition)
+		return
+	}
+	sent := 0
+	if msg.Status.Notice != nil {
+		sent = len(msg.Status.Notice.Sent)
+	}
+	due := noticesDue(s)
+	switch notice := msg.Status.Notice; {
+	case len(due) == 0 && sent == 0 && !messages.IsResolved(msg):
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoRecipientsReason,
+			"no recipients to send the e-mail notice to yet")
+	case len(due) == 0:
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionTrue, v1alpha1.NoticeSentReason,
+			fmt.Sprintf("the e-mail notice was sent to %d recipient(s)", sent))
+	case notice != nil && notice.LastError != "":
+		text := fmt.Sprintf("sending the e-mail notice to %d recipient(s) failed (attempt %d), retrying: %s",
+			len(due), notice.Attempts, notice.LastError)
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.SendFailedReason, text)
+		status.MarkReconciling(msg, v1alpha1.SendFailedReason, text)
+	default:
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoticePendingReason,
+			fmt.Sprintf("sending the e-mail notice to %d recipient(s)", len(due)))
+	}
+}
+
+// reconcileNotice sends the notice to the recipients who have not had it: records
+// the attempt, sends, records who was sent to. After a failure it waits out the
+// backoff; an unchanged status, or one written by someone else since it was read,
+// sends nothing.
+func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *messageScope) (ctrl.Result, error) {
+	msg := s.message
+	due := noticesDue(s)
+	if len(due) == 0 || s.customer == nil || r.Sender == nil {
+		return ctrl.Result{}, nil
+	}
+	now := r.Clock.Now()
+	if n := msg.Status.Notice; n != nil && n.LastError != "" && n.LastAttemptTime != nil {
+		if wait := n.LastAttemptTime.Add(noticeBackoff(n.Attempts)).Sub(now); wait > 0 {
+			return ctrl.Result{RequeueAfter: wait}, nil
+		}
+	}
+
+	// Rendered before the attempt is recorded: a problem here is not a delivery.
+	mails := make([]mail.Message, 0, len(due))
+	for _, m := range due {
+		out, err := mail.NoticeMail(mail.NoticeData{
+			To:                  strings.ToLower(m.Spec.Email),
+			MessageID:           mail.NoticeMessageID(string(msg.UID), string(m.UID)),
+			CustomerDisplayName: s.customer.Spec.DisplayName,
+			MessageName:         msg.Name,
+			Title:               msg.Spec.Title,
+			Body:                msg.Spec.Body,
+		})
+		if err != nil {
+			return ctrl.Result{}, fmt.Errorf("rendering the notice to %s: %w", m.Spec.Email, err)
+		}
+		mails = append(mails, out)
+	}
+
+	base := msg.DeepCopy()
+	if msg.Status.Notice == nil {
+		msg.Status.Notice = &v1alpha1.NoticeStatus{}
+	}
+	msg.Status.Notice.Attempts++
+	msg.Status.Notice.LastAttemptTime = &metav1.Time{Time: now}
+	if err := r.Status().Patch(ctx, msg, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+		if apierrors.IsConflict(err) {
+			// The read was stale: the write that made it so is an event of its own,
+			// and the reconcile it triggers reads what was recorded since.
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("recording the notice attempt: %w", err)
+	}
+
+	var sent []string
+	var failures []error
+	for _, m := range mails {
+		sendCtx, cancel := context.WithTimeout(ctx, noticeSendTimeout)
+		err := r.Sender.Send(sendCtx, m)
+		cancel()
+		if err != nil {
+			failures = append(failures, fmt.Errorf("%s: %w", m.To, err))
+			continue
+		}
+		sent = append(sent, m.To)
+	}
+	return r.recordNotice(ctx, msg, sent, errors.Join(failures...))
+}
+
+// recordNotice writes who was sent the notice and the failure, if any. Only this
+// reconciler writes status.notice, one reconcile per message at a time, so a merge
+// patch of that field cannot lose another writer's update.
+func (r *CustomerMessageReconciler) recordNotice(ctx context.Context, msg *v1alpha1.CustomerMessage, sent []string, failure error) (ctrl.Result, error) {
+	previousError := msg.Status.Notice.LastError
+	base := msg.DeepCopy()
+	notice := msg.Status.Notice
+	notice.Sent = append(notice.Sent, sent...)
+	if failure == nil {
+		notice.Attempts, notice.LastError = 0, ""
+	} else {
+		notice.LastError = failure.Error()
+		if len(notice.LastError) > maxNoticeError {
+			notice.LastError = notice.LastError[:maxNoticeError-3] + "..."
+		}
+	}
+	if err := r.Status().Patch(ctx, msg, client.MergeFrom(base)); err != nil {
+		// The mails are out but not recorded: the next attempt sends them again, with
+		// the same Message-ID. This is the duplicate window of docs/messages.md.
+		return ctrl.Result{}, fmt.Errorf("recording the sent notices: %w", err)
+	}
+	if len(sent) > 0 {
+		log.FromContext(ctx).Info("Sent the e-mail notice", "recipients", len(sent))
+		r.Recorder.Eventf(msg, nil, corev1.EventTypeNormal, v1alpha1.NoticeSentReason, "Notify",
+			"sent the e-mail notice to %d recipient(s)", len(sent))
+	}
+	if failure == nil {
+		return ctrl.Result{}, nil
+	}
+	if notice.LastError != previousError {
+		r.Recorder.Eventf(msg, nil, corev1.EventTypeWarning, v1alpha1.SendFailedReason, "Notify",
+			"sending the e-mail notice failed: %s", notice.LastError)
+	}
+	return ctrl.Result{RequeueAfter: noticeBackoff(notice.Attempts)}, nil
+}
+
+// noticeBackoff is the wait after the n-th failed attempt: 10s, doubling, at most 10m.
+func noticeBackoff(attempts int32) time.Duration {
+	d := 10 * time.Second
+	for i := int32(1); i < attempts && d < 10*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 10*time.Minute)
+}

@@ -1,0 +1,160 @@
+package plugin
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/duration"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"text/tabwriter"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/messages"
+)
+
+func newInboxCommand(o *Options) *cobra.Command {
+	var showBody bool
+	cmd := &cobra.Command{
+		Use:   "inbox",
+		Short: "List the open messages addressed to you",
+		Long: longDesc(`
+			List the open messages addressed to you, across all your customers: the
+			CustomerMessages you may read that are not resolved yet and that you have not
+			acknowledged.
+
+			Whether a message is addressed to you (you are an active member of its
+			customer, in a role it addresses) is asked of the cluster itself, with a
+			dry-run acknowledgement that stores nothing.`),
+		Example: examples(`
+			# List your open messages
+			kubectl customer inbox
+
+			# List them with their text
+			kubectl customer inbox --body`),
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.runInbox(cmd.Context(), showBody)
+		},
+	}
+	cmd.Flags().BoolVar(&showBody, "body", false, "Print each message's text below the list.")
+	return cmd
+}
+
+func (o *Options) runInbox(ctx context.Context, showBody bool) error {
+	c, err := o.Client()
+	if err != nil {
+		return err
+	}
+	me, err := o.WhoAmI(ctx)
+	if err != nil {
+		return err
+	}
+	readable, err := readableMessages(ctx, c, "")
+	if err != nil {
+		return explain(err, quoteUser(me.Username), "read your messages", "ask your partner to add you to a customer")
+	}
+
+	var open []v1alpha1.CustomerMessage
+	unverified := false
+	for _, m := range readable {
+		if messages.IsResolved(&m) || messages.HasAcknowledged(&m, me.Username) {
+			continue
+		}
+		forMe, err := mayAcknowledge(ctx, c, &m, me.Username)
+		switch {
+		case err != nil && apierrors.IsForbidden(err) && !isAdmissionDenial(err):
+			// No right to acknowledge at all: show what is readable, say so below.
+			unverified = true
+		case err != nil:
+			return fmt.Errorf("checking whether CustomerMessage %q is for you: %w", m.Name, err)
+		case !forMe:
+			continue
+		}
+		open = append(open, m)
+	}
+
+	if len(open) == 0 {
+		fmt.Fprintf(o.Out, "No open messages for %s.\n", me.Username)
+		return nil
+	}
+	w := tabwriter.NewWriter(o.Out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tCUSTOMER\tTITLE\tPOLICY\tAGE")
+	for _, m := range open {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Name, m.Spec.Customer, oneLine(m.Spec.Title, 60),
+			messages.ReadPolicy(&m), age(m.CreationTimestamp))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if showBody {
+		for _, m := range open {
+			printBody(o.Out, &m)
+		}
+	}
+	if unverified {
+		fmt.Fprintf(o.ErrOut, "Warning: %s may not create MessageAcknowledgements, so these are all the open messages you may read, "+
+			"whether or not they are addressed to you.\n", me.Username)
+	}
+	return nil
+}
+
+// mayAcknowledge asks admission whether user may acknowledge m now, with a dry-run
+// create that stores and reserves nothing. An admission denial means "not for you"
+// (not a recipient, already acknowledged, resolved); other errors are returned.
+func mayAcknowledge(ctx context.Context, c client.Client, m *v1alpha1.CustomerMessage, user string) (bool, error) {
+	err := c.Create(ctx, newAcknowledgement(m.Name, user), client.DryRunAll, client.FieldOwner(fieldManager))
+	switch {
+	case err == nil:
+		return true, nil
+	case apierrors.IsAlreadyExists(err):
+		return false, nil
+	case apierrors.IsForbidden(err) && isAdmissionDenial(err):
+		return false, nil
+	}
+	return false, err
+}
+
+// newAcknowledgement is user's acknowledgement of message. Its name is derived from
+// both, so that a retried `ack` finds the first one instead of making a second.
+func newAcknowledgement(message, user string) *v1alpha1.MessageAcknowledgement {
+	sum := sha256.Sum256([]byte(user))
+	prefix := message
+	if len(prefix) > 242 {
+		prefix = strings.TrimRight(prefix[:242], ".-")
+	}
+	return &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + hex.EncodeToString(sum[:])[:10]},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: message, User: user},
+	}
+}
+
+func printBody(out io.Writer, m *v1alpha1.CustomerMessage) {
+	fmt.Fprintf(out, "\n--- %s (customer %s, %s)\n%s\n\n%s\n", m.Name, m.Spec.Customer, messages.ReadPolicy(m),
+		m.Spec.Title, strings.TrimRight(m.Spec.Body, "\n"))
+}
+
+// oneLine shortens s to one line of at most n runes for a table cell.
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
+func age(t metav1.Time) string {
+	if t.IsZero() {
+		return "<unknown>"
+	}
+	return duration.HumanDuration(time.Since(t.Time))
+}
+
+func quoteUser(u string) string { return fmt.Sprintf("%q", u) }

@@ -1,0 +1,87 @@
+package plugin
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+)
+
+func TestMembershipName(t *testing.T) {
+	hashed := MatchRegexp(`^acme-[0-9a-f]{16}$`)
+	for email, want := range map[string]OmegaMatcher{
+		"alice@example.com":       Equal("acme-alice-at-example.com"),
+		"alice.smith@example.com": Equal("acme-alice.smith-at-example.com"),
+		// Characters a name cannot hold ('+', '_', a dot before '@'): a hash instead.
+		"alice+ops@example.com": hashed,
+		"bob_b@example.com":     hashed,
+		"carol.@example.com":    hashed,
+	} {
+		got := membershipName("acme", email)
+		NewWithT(t).Expect(got).To(want, email)
+		NewWithT(t).Expect(utilvalidation.IsDNS1123Subdomain(got)).To(BeEmpty(), got)
+	}
+}
+
+func TestAcknowledgementNameIsStablePerUserAndValid(t *testing.T) {
+	g := NewWithT(t)
+	a := newAcknowledgement("acme-maintenance", "alice@example.com")
+	g.Expect(a.Name).To(MatchRegexp(`^acme-maintenance-[0-9a-f]{10}$`))
+	g.Expect(newAcknowledgement("acme-maintenance", "alice@example.com").Name).To(Equal(a.Name))
+	g.Expect(newAcknowledgement("acme-maintenance", "bob@example.com").Name).NotTo(Equal(a.Name))
+	g.Expect(a.Spec.User).To(Equal("alice@example.com"))
+
+	long := newAcknowledgement(strings.Repeat("m", 240)+".-x"+strings.Repeat("y", 10), "alice")
+	g.Expect(len(long.Name)).To(BeNumerically("<=", 253))
+	g.Expect(utilvalidation.IsDNS1123Subdomain(long.Name)).To(BeEmpty())
+}
+
+func TestExplain(t *testing.T) {
+	gr := schema.GroupResource{Group: "customers.partnerops.io", Resource: "messageacknowledgements"}
+	webhookDenial := apierrors.NewForbidden(gr, "n", errors.New("x"))
+	webhookDenial.ErrStatus.Message = `admission webhook "vmessageacknowledgement.customers.partnerops.io" denied the request: ` +
+		`messageacknowledgements.customers.partnerops.io "n" is forbidden: CustomerMessage "m" is already resolved`
+	rbacDenial := apierrors.NewForbidden(gr, "n", errors.New(`User "alice" cannot create resource "messageacknowledgements"`))
+
+	for name, tc := range map[string]struct {
+		err  error
+		want string
+	}{
+		"admission denial: the reason only": {webhookDenial, `cannot acknowledge m: CustomerMessage "m" is already resolved`},
+		"RBAC denial: who, and whom to ask": {rbacDenial, `cannot acknowledge m: "alice" may not do that (RBAC); ask`},
+		"not found":                         {apierrors.NewNotFound(gr, "n"), `cannot acknowledge m: messageacknowledgements.customers.partnerops.io "n" not found`},
+		"not an API error":                  {errors.New("dial tcp: refused"), "dial tcp: refused"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			NewWithT(t).Expect(explain(tc.err, `"alice"`, "acknowledge m", "ask").Error()).To(Equal(tc.want))
+		})
+	}
+}
+
+func TestHelpReadsLikeKubectl(t *testing.T) {
+	g := NewWithT(t)
+	streams, _, out, _ := genericiooptions.NewTestIOStreams()
+	cmd := NewCommand(streams)
+	cmd.SetArgs([]string{"ack", "--help"})
+	g.Expect(cmd.Execute()).To(Succeed())
+	g.Expect(out.String()).To(ContainSubstring("Usage:\n  kubectl customer ack MESSAGE [flags]"))
+	g.Expect(out.String()).To(ContainSubstring("Examples:\n  # Acknowledge the message acme-maintenance\n  kubectl customer ack acme-maintenance\n"))
+	g.Expect(out.String()).To(HavePrefix("Acknowledge a CustomerMessage: create a MessageAcknowledgement in your name.\n"))
+}
+
+func TestArgumentsAreCheckedBeforeAnyRequest(t *testing.T) {
+	g := NewWithT(t)
+	streams, _, _, _ := genericiooptions.NewTestIOStreams()
+	cmd := NewCommand(streams)
+	// No server at all: these must fail on their arguments alone.
+	cmd.SetArgs([]string{"--server", "https://127.0.0.1:1", "invite", "acme", "not-an-email", "--role", "Editor"})
+	g.Expect(cmd.Execute()).To(MatchError(ContainSubstring(`EMAIL "not-an-email": must be an e-mail address`)))
+	cmd = NewCommand(streams)
+	cmd.SetArgs([]string{"--server", "https://127.0.0.1:1", "add-myself", "acme", "--role", "Owner"})
+	g.Expect(cmd.Execute()).To(MatchError(`--role "Owner": must be one of Admin, Editor or Viewer`))
+}
