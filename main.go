@@ -10,7 +10,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"strconv"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -22,6 +24,8 @@ func main() {
 	opts := operator.DefaultOptions()
 	flag.StringVar(&opts.MetricsBindAddress, "metrics-bind-address", opts.MetricsBindAddress,
 		`The address the metrics endpoint binds to ("0" disables it).`)
+	flag.BoolVar(&opts.MetricsSecure, "metrics-secure", opts.MetricsSecure,
+		"Serve metrics over HTTPS to authenticated and authorized scrapers only (TokenReview, SubjectAccessReview).")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", opts.HealthProbeBindAddress,
 		"The address the /healthz and /readyz endpoints bind to.")
 	flag.BoolVar(&opts.LeaderElect, "leader-elect", opts.LeaderElect,
@@ -32,6 +36,9 @@ func main() {
 	flag.IntVar(&opts.WebhookPort, "webhook-port", opts.WebhookPort, "The port the webhook server listens on.")
 	flag.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", opts.WebhookCertDir,
 		"The directory with the webhook server's tls.crt and tls.key.")
+	flag.BoolVar(&opts.WebhookCertRotation, "webhook-cert-rotation", envBool("WEBHOOK_CERT_ROTATION", opts.WebhookCertRotation),
+		"Issue and rotate the webhook certificate in the Secret customer-operator-webhook-server-cert and inject the "+
+			"caBundle, instead of reading --webhook-cert-dir. Defaults to $WEBHOOK_CERT_ROTATION (off when unset).")
 	flag.StringVar(&opts.SMTPAddress, "smtp-address", envOr("SMTP_ADDRESS", opts.SMTPAddress),
 		"The SMTP server (host:port) invitations are sent through. Defaults to $SMTP_ADDRESS.")
 	flag.StringVar(&opts.SMTPFrom, "smtp-from", envOr("SMTP_FROM", opts.SMTPFrom), "The From address of mails.")
@@ -74,6 +81,21 @@ func main() {
 		setupLog.Error(err, "Manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// envBool reads a boolean variable; an unparsable value stops the manager rather
+// than silently picking a certificate source.
+func envBool(name string, fallback bool) bool {
+	v, ok := os.LookupEnv(name)
+	if !ok || v == "" {
+		return fallback
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "$%s must be true or false, not %q\n", name, v)
+		os.Exit(2)
+	}
+	return b
 }
 
 func envOr(name, fallback string) string {

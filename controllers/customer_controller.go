@@ -10,6 +10,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -24,6 +25,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/members"
+	"github.com/partnerops/customer-operator/internal/quota"
 	"github.com/partnerops/customer-operator/internal/status"
 )
 
@@ -52,6 +54,12 @@ type CustomerReconciler struct {
 	client.Client
 	Recorder recorder.EventRecorder
 	Clock    clock.PassiveClock
+	// OperatorNamespace is the operator's own namespace: like kube-* and default,
+	// never a project, even if labelled.
+	OperatorNamespace string
+	// DefaultMaxProjects is the limit of customers without a CustomerQuota, shown
+	// in status.maxProjects.
+	DefaultMaxProjects int32
 }
 
 // Reconcile is the flow; the phases below do the work.
@@ -97,6 +105,12 @@ func (r *CustomerReconciler) reconcileNormal(ctx context.Context, customer *v1al
 	live := liveProjects(projects)
 	customer.Status.Projects = int32(len(live))
 
+	limit, err := r.projectLimit(ctx, customer.Name)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	customer.Status.MaxProjects = limit.Max
+
 	active, err := r.activeMembers(ctx, customer.Name)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -141,6 +155,16 @@ func (r *CustomerReconciler) reconcileDelete(ctx context.Context, customer *v1al
 		return ctrl.Result{}, nil
 	}
 
+	// A create admitted before the deletion started may still land: hold the
+	// Customer until its reservation has been counted or has lapsed, so that no
+	// project outlives its customer.
+	live := quota.LiveProjects(projects, r.OperatorNamespace)
+	if pending := quota.Pending(customer.Status.Reservations, live, r.Clock.Now()); len(pending) > 0 {
+		status.MarkReconciling(customer, v1alpha1.HasProjectsReason,
+			fmt.Sprintf("waiting for %d admitted project create(s) to land or lapse", len(pending)))
+		return ctrl.Result{RequeueAfter: quota.NextExpiry(pending, r.Clock.Now())}, nil
+	}
+
 	if err := r.deleteOwnedRBAC(ctx, customer.Name); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -155,12 +179,32 @@ func (r *CustomerReconciler) reconcileDelete(ctx context.Context, customer *v1al
 }
 
 // projects lists the customer's project namespaces, terminating ones included.
+// System namespaces are never projects, labelled or not.
 func (r *CustomerReconciler) projects(ctx context.Context, customer string) ([]corev1.Namespace, error) {
 	var list corev1.NamespaceList
-	if err := r.List(ctx, &list, client.MatchingLabels{v1alpha1.CustomerLabel: customer}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{quota.NamespaceCustomerIndex: customer}); err != nil {
 		return nil, fmt.Errorf("listing projects: %w", err)
 	}
-	return list.Items, nil
+	projects := list.Items[:0]
+	for _, ns := range list.Items {
+		if !quota.IsSystemNamespace(ns.Name, r.OperatorNamespace) {
+			projects = append(projects, ns)
+		}
+	}
+	return projects, nil
+}
+
+// projectLimit is the customer's limit: its CustomerQuota (read from the cache, as
+// admission does), or the default.
+func (r *CustomerReconciler) projectLimit(ctx context.Context, customer string) (quota.Limit, error) {
+	q := &v1alpha1.CustomerQuota{}
+	if err := r.Get(ctx, types.NamespacedName{Name: customer}, q); err != nil {
+		if apierrors.IsNotFound(err) {
+			return quota.LimitFor(nil, r.DefaultMaxProjects), nil
+		}
+		return quota.Limit{}, fmt.Errorf("reading CustomerQuota %q: %w", customer, err)
+	}
+	return quota.LimitFor(q, r.DefaultMaxProjects), nil
 }
 
 // liveProjects drops projects that are being deleted: they no longer count.
@@ -188,34 +232,19 @@ func (r *CustomerReconciler) activeMembers(ctx context.Context, customer string)
 	return len(active), nil
 }
 
-// releaseReservations drops reservations whose namespace now exists (it counts in
-// status.projects from now on) or whose time is up (the create failed or was never
-// made). It returns when the next reservation expires, to requeue then.
+// releaseReservations drops reservations whose namespace is now a live project (it
+// counts in status.projects from now on) or whose time is up (the create failed or
+// was never made), by the same rule (quota.Pending) by which admission counts them.
+// A namespace of that name that is terminating does not release it: a create
+// admitted for the name may still land once the old namespace is gone. It returns
+// when the next reservation expires, to requeue then.
 func (r *CustomerReconciler) releaseReservations(customer *v1alpha1.Customer, projects []corev1.Namespace) time.Duration {
 	if len(customer.Status.Reservations) == 0 {
 		return 0
 	}
-	exists := make(map[string]bool, len(projects))
-	for _, ns := range projects {
-		exists[ns.Name] = true
-	}
 	now := r.Clock.Now()
-	var next time.Duration
-	kept := customer.Status.Reservations[:0:0]
-	for _, res := range customer.Status.Reservations {
-		if exists[res.Namespace] || !now.Before(res.ExpiresAt.Time) {
-			continue
-		}
-		kept = append(kept, res)
-		if d := res.ExpiresAt.Sub(now); next == 0 || d < next {
-			next = d
-		}
-	}
-	if len(kept) == 0 {
-		kept = nil
-	}
-	customer.Status.Reservations = kept
-	return next
+	customer.Status.Reservations = quota.Pending(customer.Status.Reservations, quota.LiveProjects(projects, r.OperatorNamespace), now)
+	return quota.NextExpiry(customer.Status.Reservations, now)
 }
 
 // deleteOwnedRBAC removes the cluster-scoped RBAC objects the operator made for the
@@ -238,20 +267,40 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Customer{}).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(customerOfNamespace),
+		Watches(&corev1.Namespace{}, enqueueProjectCustomers(),
 			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
 		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership)).
+		Watches(&v1alpha1.CustomerQuota{}, handler.EnqueueRequestsFromMapFunc(sameName),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("customer").
 		Complete(r)
 }
 
-// customerOfNamespace maps a project namespace to its customer.
-func customerOfNamespace(_ context.Context, o client.Object) []reconcile.Request {
-	name, ok := o.GetLabels()[v1alpha1.CustomerLabel]
-	if !ok || name == "" {
-		return nil
+// enqueueProjectCustomers maps a project namespace to its customer (and to the
+// CustomerQuota of the same name). When the label moves from one customer to
+// another, both are enqueued: the old one has a project less.
+func enqueueProjectCustomers() handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueCustomerOf(q, e.Object)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueCustomerOf(q, e.ObjectOld)
+			enqueueCustomerOf(q, e.ObjectNew)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueCustomerOf(q, e.Object)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueueCustomerOf(q, e.Object)
+		},
 	}
-	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
+}
+
+func enqueueCustomerOf(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
+	if name := o.GetLabels()[v1alpha1.CustomerLabel]; name != "" {
+		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+	}
 }
 
 // customerOfMembership maps a membership to its customer.

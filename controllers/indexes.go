@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/quota"
 )
 
 // Field indexes on the manager's cache. Every kind refers to its customer (or
@@ -32,6 +34,11 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		}),
 		indexer.IndexField(ctx, &v1alpha1.MessageAcknowledgement{}, AcknowledgementMessageIndex, func(o client.Object) []string {
 			return []string{o.(*v1alpha1.MessageAcknowledgement).Spec.Message}
+		}),
+		// Projects by customer (quota.NamespaceCustomerIndex): counted on every
+		// project admission, which must not scan every cached namespace.
+		indexer.IndexField(ctx, &corev1.Namespace{}, quota.NamespaceCustomerIndex, func(o client.Object) []string {
+			return quota.IndexNamespaceByCustomer(o.(*corev1.Namespace))
 		}),
 	)
 }

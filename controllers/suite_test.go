@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 	"github.com/partnerops/customer-operator/internal/operator"
 	"github.com/partnerops/customer-operator/internal/testenv"
 )
@@ -26,6 +28,13 @@ var (
 	admin  client.Client
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// mailServer receives the operator's mail (SMTP on loopback).
+	mailServer *mailtest.Server
+	// managerOptions are the options the suite's manager runs with.
+	managerOptions operator.Options
+	// stopManager stops the running manager and waits for it.
+	stopManager func()
 )
 
 func TestControllers(t *testing.T) {
@@ -50,22 +59,74 @@ var _ = BeforeSuite(func() {
 	opts.PortalBindAddress = "127.0.0.1:0"
 	opts.Namespace = testenv.OperatorNamespace
 	opts.WebhookHost, opts.WebhookPort, opts.WebhookCertDir = env.WebhookOptions()
+	// A project create that was admitted and then failed frees its slot after
+	// 5s + this grace: short, so the spec that proves it waits seconds, not a minute.
+	opts.ReservationGrace = 5 * time.Second
+	// Invitations go to a real SMTP server in this process; the portal listens on
+	// a fixed free port so that the links in its mails open it.
+	mailServer, err = mailtest.NewServer()
+	Expect(err).NotTo(HaveOccurred())
+	opts.SMTPAddress, opts.SMTPTLS = mailServer.Addr(), "none"
+	portalAddr := freeLocalAddr()
+	opts.PortalBindAddress, opts.PortalURL = portalAddr, "http://"+portalAddr
+	// Specs restart the manager in-process (restartManager).
+	opts.SkipControllerNameValidation = true
+	managerOptions = opts
+	startManager(opts)
+	_ = ctrl.Log
+})
+
+// startManager runs the operator with opts until stopManager or the end of the suite.
+func startManager(opts operator.Options) {
+	GinkgoHelper()
 	mgr, err := operator.New(env.OperatorConfig, opts)
 	Expect(err).NotTo(HaveOccurred())
-
+	mgrCtx, mgrCancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
 		defer GinkgoRecover()
-		Expect(mgr.Start(ctx)).To(Succeed())
+		defer close(done)
+		Expect(mgr.Start(mgrCtx)).To(Succeed())
 	}()
+	stopManager = func() {
+		mgrCancel()
+		<-done
+	}
 	Eventually(func() error {
 		return mgr.GetWebhookServer().StartedChecker()(nil)
 	}).Should(Succeed())
-	_ = ctrl.Log
-})
+}
+
+// restartManager stops the running manager and starts a new one with fresh caches,
+// as after a crash or a rollout; mutate adjusts its options (nil: the suite's).
+func restartManager(mutate func(*operator.Options)) {
+	GinkgoHelper()
+	stopManager()
+	opts := managerOptions
+	if mutate != nil {
+		mutate(&opts)
+	}
+	startManager(opts)
+}
+
+// freeLocalAddr returns a loopback address with a port that was free a moment ago.
+func freeLocalAddr() string {
+	GinkgoHelper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	defer l.Close()
+	return l.Addr().String()
+}
 
 var _ = AfterSuite(func() {
 	if cancel != nil {
 		cancel()
+	}
+	if stopManager != nil {
+		stopManager()
+	}
+	if mailServer != nil {
+		Expect(mailServer.Close()).To(Succeed())
 	}
 	if env != nil {
 		Expect(env.Stop()).To(Succeed())

@@ -34,6 +34,10 @@ const (
 	// ResolvedCondition (CustomerMessage) is True once the message's read policy is
 	// satisfied.
 	ResolvedCondition = "Resolved"
+
+	// NotifiedCondition (CustomerMessage with spec.notify Email) is True once every
+	// recipient was sent the e-mail notice; False with the reason while some are not.
+	NotifiedCondition = "Notified"
 )
 
 // Condition reasons. Reasons are CamelCase and stable: alerts and scripts match them.
@@ -76,6 +80,8 @@ const (
 	AcceptedReason = "InvitationAccepted"
 	// AddedDirectlyReason: invitation None: active without an invitation.
 	AddedDirectlyReason = "AddedDirectly"
+	// GrantingAccessReason: the membership is active and its RBAC is being applied.
+	GrantingAccessReason = "GrantingAccess"
 
 	// WithinQuotaReason: used <= max.
 	WithinQuotaReason = "WithinQuota"
@@ -88,4 +94,8 @@ const (
 	AcknowledgedReason = "Acknowledged"
 	// NoRecipientsReason: the message has no recipients (yet).
 	NoRecipientsReason = "NoRecipients"
+	// NoticeSentReason: every recipient was sent the e-mail notice.
+	NoticeSentReason = "NoticeSent"
+	// NoticePendingReason: some recipients are still to be sent the e-mail notice.
+	NoticePendingReason = "NoticePending"
 )

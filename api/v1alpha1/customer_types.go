@@ -50,6 +50,12 @@ type CustomerStatus struct {
 	// +optional
 	Projects int32 `json:"projects"`
 
+	// maxProjects is the number of projects the customer may have: its
+	// CustomerQuota's spec.maxProjects, or the operator's --default-max-projects
+	// when it has none.
+	// +optional
+	MaxProjects int32 `json:"maxProjects"`
+
 	// members is the number of active memberships (accepted, or invitation None).
 	// +optional
 	Members int32 `json:"members"`
@@ -78,6 +84,7 @@ type CustomerStatus struct {
 // +kubebuilder:resource:scope=Cluster,shortName=cust,categories=partnerops
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Projects",type=integer,JSONPath=`.status.projects`
+// +kubebuilder:printcolumn:name="Max Projects",type=integer,JSONPath=`.status.maxProjects`
 // +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.members`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
@@ -91,7 +98,10 @@ type Customer struct {
 	Spec CustomerSpec `json:"spec"`
 
 	// status is the observed state of the customer.
+	// The default makes a new object read observedGeneration 0 < generation, so
+	// kstatus (Flux) and Argo CD see it InProgress until the operator reconciles it.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CustomerStatus `json:"status,omitempty"`
 }
 

@@ -148,7 +148,10 @@ type CustomerMembership struct {
 	Spec CustomerMembershipSpec `json:"spec"`
 
 	// status is the observed state of the membership.
+	// The default makes a new object read observedGeneration 0 < generation, so
+	// kstatus (Flux) and Argo CD see it InProgress until the operator reconciles it.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CustomerMembershipStatus `json:"status,omitempty"`
 }
 

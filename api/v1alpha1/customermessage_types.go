@@ -81,6 +81,47 @@ type Acknowledgement struct {
 	Time metav1.Time `json:"time"`
 }
 
+// AcknowledgementReservation holds one user's acknowledgement between its admission
+// and the moment the MessageAcknowledgement exists.
+type AcknowledgementReservation struct {
+	// user is the Kubernetes username whose acknowledgement was admitted.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	User string `json:"user"`
+
+	// expiresAt is when the reservation lapses if the acknowledgement has not
+	// appeared: the admission timeout plus a grace period after it was made.
+	// +required
+	ExpiresAt metav1.Time `json:"expiresAt"`
+}
+
+// NoticeStatus records the e-mail notice of a message: each recipient's address
+// once it was handed to the SMTP server, so that nobody gets it twice, and the last
+// failure while some are still to be sent.
+type NoticeStatus struct {
+	// sent lists the addresses the notice was sent to, each once.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=254
+	Sent []string `json:"sent,omitempty"`
+
+	// attempts counts the delivery attempts since the last one that sent everything.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+
+	// lastAttemptTime is when the last delivery attempt started. It is recorded
+	// before any mail goes out.
+	// +optional
+	LastAttemptTime *metav1.Time `json:"lastAttemptTime,omitempty"`
+
+	// lastError is the error of the last failed delivery, if any.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	LastError string `json:"lastError,omitempty"`
+}
+
 // CustomerMessageStatus is the observed state of a CustomerMessage.
 type CustomerMessageStatus struct {
 	// observedGeneration is the generation the operator last reconciled successfully.
@@ -107,7 +148,22 @@ type CustomerMessageStatus struct {
 	// +kubebuilder:validation:MaxItems=5000
 	AcknowledgedBy []Acknowledgement `json:"acknowledgedBy,omitempty"`
 
-	// conditions: Ready, Reconciling, Stalled, Resolved.
+	// reservations hold the acknowledgements admitted but not yet stored: the
+	// admission webhook records each one here, with optimistic concurrency, before it
+	// admits it, so that a user acknowledges once and a SingleRead message is
+	// resolved by exactly one user even when acknowledgements race. The controller
+	// releases a reservation once its acknowledgement exists or it expires.
+	// +optional
+	// +listType=map
+	// +listMapKey=user
+	// +kubebuilder:validation:MaxItems=1000
+	Reservations []AcknowledgementReservation `json:"reservations,omitempty"`
+
+	// notice records the e-mail notice to the recipients (spec.notify Email).
+	// +optional
+	Notice *NoticeStatus `json:"notice,omitempty"`
+
+	// conditions: Ready, Reconciling, Stalled, Resolved, Notified (spec.notify Email).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -137,7 +193,10 @@ type CustomerMessage struct {
 	Spec CustomerMessageSpec `json:"spec"`
 
 	// status is the observed state of the message.
+	// The default makes a new object read observedGeneration 0 < generation, so
+	// kstatus (Flux) and Argo CD see it InProgress until the operator reconciles it.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CustomerMessageStatus `json:"status,omitempty"`
 }
 

@@ -65,7 +65,10 @@ type CustomerQuota struct {
 	Spec CustomerQuotaSpec `json:"spec"`
 
 	// status is the observed state of the quota.
+	// The default makes a new object read observedGeneration 0 < generation, so
+	// kstatus (Flux) and Argo CD see it InProgress until the operator reconciles it.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status CustomerQuotaStatus `json:"status,omitempty"`
 }
 

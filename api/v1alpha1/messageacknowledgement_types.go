@@ -56,7 +56,10 @@ type MessageAcknowledgement struct {
 	Spec MessageAcknowledgementSpec `json:"spec"`
 
 	// status is the observed state of the acknowledgement.
+	// The default makes a new object read observedGeneration 0 < generation, so
+	// kstatus (Flux) and Argo CD see it InProgress until the operator reconciles it.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status MessageAcknowledgementStatus `json:"status,omitempty"`
 }
 

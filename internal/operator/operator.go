@@ -5,11 +5,14 @@ package operator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -20,13 +23,21 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/controllers"
+	"github.com/partnerops/customer-operator/internal/access"
 	"github.com/partnerops/customer-operator/internal/authz"
+	"github.com/partnerops/customer-operator/internal/certrotation"
+	"github.com/partnerops/customer-operator/internal/invitation"
+	"github.com/partnerops/customer-operator/internal/mail"
+	"github.com/partnerops/customer-operator/internal/portal"
+	"github.com/partnerops/customer-operator/internal/quota"
 	"github.com/partnerops/customer-operator/internal/webhooks"
 )
 
@@ -42,6 +53,10 @@ func init() {
 type Options struct {
 	// MetricsBindAddress serves Prometheus metrics ("0" disables).
 	MetricsBindAddress string
+	// MetricsSecure serves metrics over HTTPS and lets only scrapers through that
+	// authenticate (TokenReview) and may get /metrics (SubjectAccessReview). Off
+	// for the local run, where plain HTTP on loopback is what people curl.
+	MetricsSecure bool
 	// HealthProbeBindAddress serves /healthz and /readyz.
 	HealthProbeBindAddress string
 	// LeaderElect makes one replica at a time run the controllers; every replica
@@ -55,6 +70,11 @@ type Options struct {
 	WebhookHost    string
 	WebhookPort    int
 	WebhookCertDir string
+	// WebhookCertRotation makes the operator issue, rotate and serve its own
+	// webhook certificate (internal/certrotation) from the Secret
+	// customer-operator-webhook-server-cert, and inject the caBundle. Off: the
+	// certificate comes from WebhookCertDir (cert-manager, the local run, envtest).
+	WebhookCertRotation bool
 
 	// SMTPAddress (host:port), SMTPFrom, SMTPTLS (mandatory|opportunistic|none),
 	// and the credential files configure outgoing mail.
@@ -73,6 +93,11 @@ type Options struct {
 	InvitationTTL time.Duration
 	// DefaultMaxProjects caps customers without a CustomerQuota.
 	DefaultMaxProjects int32
+	// ReservationGrace is added to the admission timeout to make the lifetime of
+	// the project slot an admitted namespace create holds until the namespace
+	// exists (docs/quota.md). Default quota.DefaultGrace: 5s + 55s is
+	// kube-apiserver's default --request-timeout.
+	ReservationGrace time.Duration
 	// UsernamePrefix is put before spec.email to make a member's default username.
 	UsernamePrefix string
 
@@ -81,6 +106,11 @@ type Options struct {
 
 	// Clock is the time source (tests inject a fake one). Real time when nil.
 	Clock clock.Clock
+
+	// SkipControllerNameValidation lets a process build a second manager with the
+	// same controllers after the first stopped: tests that restart the operator
+	// in-process. controller-runtime otherwise refuses the duplicate names.
+	SkipControllerNameValidation bool
 }
 
 // DefaultOptions are the defaults of main.go's flags.
@@ -96,6 +126,7 @@ func DefaultOptions() Options {
 		PortalURL:              "http://localhost:8082",
 		InvitationTTL:          168 * time.Hour,
 		DefaultMaxProjects:     10,
+		ReservationGrace:       quota.DefaultGrace,
 		PartnerCacheTTL:        10 * time.Second,
 	}
 }
@@ -105,6 +136,9 @@ func (o Options) Validate() error {
 	var errs []error
 	if o.DefaultMaxProjects < 0 {
 		errs = append(errs, fmt.Errorf("--default-max-projects must be >= 0, not %d", o.DefaultMaxProjects))
+	}
+	if o.ReservationGrace < 0 {
+		errs = append(errs, fmt.Errorf("the reservation grace period must not be negative, not %s", o.ReservationGrace))
 	}
 	if o.InvitationTTL <= 0 {
 		errs = append(errs, fmt.Errorf("--invitation-ttl must be positive, not %s", o.InvitationTTL))
@@ -129,9 +163,35 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		opts.Clock = clock.RealClock{}
 	}
 
+	var rotator *certrotation.Rotator
+	var webhookTLS []func(*tls.Config)
+	if opts.WebhookCertRotation {
+		// Secrets and webhook configurations are not cached: read them directly.
+		direct, err := client.New(cfg, client.Options{Scheme: Scheme})
+		if err != nil {
+			return nil, fmt.Errorf("creating a client for certificate rotation: %w", err)
+		}
+		rotator, err = certrotation.New(certrotation.Options{
+			Client:             direct,
+			Namespace:          opts.Namespace,
+			ValidatingWebhooks: []string{certrotation.DefaultValidatingWebhookConfName},
+			MutatingWebhooks:   []string{certrotation.DefaultMutatingWebhookConfName},
+			Clock:              opts.Clock,
+		})
+		if err != nil {
+			return nil, err
+		}
+		webhookTLS = append(webhookTLS, rotator.TLSOption)
+	}
+	metricsOpts := metricsserver.Options{BindAddress: opts.MetricsBindAddress}
+	if opts.MetricsSecure {
+		metricsOpts.SecureServing = true
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  Scheme,
-		Metrics:                 metricsserver.Options{BindAddress: opts.MetricsBindAddress},
+		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        "customer-operator.partnerops.io",
@@ -143,8 +203,10 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 			Host:    opts.WebhookHost,
 			Port:    opts.WebhookPort,
 			CertDir: opts.WebhookCertDir,
+			TLSOpts: webhookTLS,
 		}),
-		Cache: cacheOptions(opts),
+		Cache:      cacheOptions(opts),
+		Controller: config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -159,14 +221,61 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("customer-operator"),
 		Clock:    opts.Clock,
+
+		OperatorNamespace:  opts.Namespace,
+		DefaultMaxProjects: opts.DefaultMaxProjects,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the Customer controller: %w", err)
+	}
+	if err := (&controllers.CustomerQuotaReconciler{
+		Client:            mgr.GetClient(),
+		Recorder:          mgr.GetEventRecorder("customer-operator"),
+		OperatorNamespace: opts.Namespace,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the CustomerQuota controller: %w", err)
+	}
+
+	// One sender (one SMTP connection pool) for invitations and message notices.
+	sender, err := newSender(opts)
+	if err != nil {
+		return nil, err
+	}
+	if closer, ok := sender.(io.Closer); ok {
+		// QUIT the pooled SMTP connections on shutdown, after sends in flight.
+		if err := mgr.Add(closeOnStop{closer}); err != nil {
+			return nil, err
+		}
+	}
+
+	if err := (&controllers.CustomerMessageReconciler{
+		Client:         mgr.GetClient(),
+		Recorder:       mgr.GetEventRecorder("customer-operator"),
+		Clock:          opts.Clock,
+		UsernamePrefix: opts.UsernamePrefix,
+		Sender:         sender,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the CustomerMessage controller: %w", err)
+	}
+	if err := (&controllers.MessageAcknowledgementReconciler{
+		Client: mgr.GetClient(),
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the MessageAcknowledgement controller: %w", err)
+	}
+
+	if err := setupMemberships(ctx, mgr, cfg, opts, sender); err != nil {
+		return nil, err
 	}
 
 	partners := &authz.SARChecker{Client: mgr.GetClient(), TTL: opts.PartnerCacheTTL, Now: opts.Clock.Now}
 	if err := webhooks.SetupWithManager(mgr, webhooks.Options{
-		Reader:   mgr.GetClient(),
-		Partners: partners,
+		Reader:         mgr.GetClient(),
+		Partners:       partners,
+		UsernamePrefix: opts.UsernamePrefix,
+		Now:            opts.Clock.Now,
+
+		DefaultMaxProjects: opts.DefaultMaxProjects,
+		ReservationGrace:   opts.ReservationGrace,
+		OperatorNamespace:  opts.Namespace,
 	}); err != nil {
 		return nil, fmt.Errorf("setting up webhooks: %w", err)
 	}
@@ -177,6 +286,15 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
 	}
+	if rotator != nil {
+		// Every replica, leader or not; not ready until the API server trusts it.
+		if err := mgr.Add(rotator); err != nil {
+			return nil, err
+		}
+		if err := mgr.AddReadyzCheck("webhook-certificate", rotator.ReadyCheck); err != nil {
+			return nil, err
+		}
+	}
 	return mgr, nil
 }
 
@@ -184,10 +302,103 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 // cached, and managed fields are stripped from everything.
 func cacheOptions(_ Options) cache.Options {
 	hasCustomer, _ := labels.NewRequirement(v1alpha1.CustomerLabel, selection.Exists, nil)
+	managedByOperator := labels.SelectorFromSet(labels.Set{access.ManagedByLabel: access.ManagedByValue})
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Namespace{}: {Label: labels.NewSelector().Add(*hasCustomer)},
+			// Only the RBAC the operator made (the access controller's), not the
+			// cluster's: reading other RBAC through the cache finds nothing.
+			&rbacv1.RoleBinding{}:        {Label: managedByOperator},
+			&rbacv1.ClusterRole{}:        {Label: managedByOperator},
+			&rbacv1.ClusterRoleBinding{}: {Label: managedByOperator},
 		},
 	}
 }
+
+// setupMemberships wires the membership side: the invitation key (read, or created
+// by the first replica, before anything uses it), the membership controller (with
+// the shared mail sender), the access controller, and the invitation portal.
+func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, opts Options, sender mail.Sender) error {
+	// The cache is not running yet, and Secrets are not cached at all.
+	direct, err := client.New(cfg, client.Options{Scheme: Scheme})
+	if err != nil {
+		return fmt.Errorf("creating a client for the invitation key: %w", err)
+	}
+	keyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	key, err := invitation.EnsureKey(keyCtx, direct, opts.Namespace, invitation.DefaultKeySecretName)
+	if err != nil {
+		return err
+	}
+
+	if err := (&controllers.CustomerMembershipReconciler{
+		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
+		Recorder:       mgr.GetEventRecorder("customer-operator"),
+		Clock:          opts.Clock,
+		Sender:         sender,
+		Links:          controllers.TokenLinks{Key: key, PortalURL: opts.PortalURL},
+		InvitationTTL:  opts.InvitationTTL,
+		UsernamePrefix: opts.UsernamePrefix,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the CustomerMembership controller: %w", err)
+	}
+	if err := (&controllers.AccessReconciler{
+		Client:         mgr.GetClient(),
+		UsernamePrefix: opts.UsernamePrefix,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the access controller: %w", err)
+	}
+
+	// The acceptance page, on its own listener, on every replica.
+	if err := portal.IndexMembershipUID(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
+	}
+	server, err := portal.New(portal.Options{
+		BindAddress: opts.PortalBindAddress,
+		Key:         key,
+		Store:       &portal.ClientStore{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
+		Clock:       opts.Clock,
+	})
+	if err != nil {
+		return err
+	}
+	return mgr.Add(server)
+}
+
+// newSender is the SMTP sender of --smtp-*. Without --smtp-address every send
+// fails with an error that says so, which memberships show in status (Invited=False,
+// SendFailed) and retry, so a forgotten flag is visible rather than fatal.
+func newSender(opts Options) (mail.Sender, error) {
+	if opts.SMTPAddress == "" {
+		return mail.SenderFunc(func(context.Context, mail.Message) error {
+			return errors.New("no SMTP server configured: set --smtp-address (or $SMTP_ADDRESS)")
+		}), nil
+	}
+	username, password, err := mail.LoadCredentials(opts.SMTPUsernameFile, opts.SMTPPasswordFile)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := mail.NewSMTPSender(mail.Config{
+		Address:  opts.SMTPAddress,
+		From:     opts.SMTPFrom,
+		TLS:      mail.TLSPolicy(opts.SMTPTLS),
+		Username: username,
+		Password: password,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("configuring the SMTP sender: %w", err)
+	}
+	return sender, nil
+}
+
+// closeOnStop closes a Closer when the manager stops, on every replica.
+type closeOnStop struct{ io.Closer }
+
+func (c closeOnStop) Start(ctx context.Context) error {
+	<-ctx.Done()
+	return c.Close()
+}
+
+func (closeOnStop) NeedLeaderElection() bool { return false }

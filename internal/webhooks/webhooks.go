@@ -7,6 +7,7 @@ package webhooks
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -24,6 +25,19 @@ type Options struct {
 	Reader client.Reader
 	// Partners decides who is a partner.
 	Partners authz.PartnerChecker
+	// UsernamePrefix is --username-prefix (a member's default username is it
+	// followed by their e-mail).
+	UsernamePrefix string
+	// Now is the clock of reservations; time.Now when nil.
+	Now func() time.Time
+
+	// DefaultMaxProjects caps the projects of customers without a CustomerQuota.
+	DefaultMaxProjects int32
+	// ReservationGrace is added to the admission timeout to make the lifetime of a
+	// project slot reserved by an admitted create (quota.DefaultGrace when zero).
+	ReservationGrace time.Duration
+	// OperatorNamespace is the operator's own namespace: never a project.
+	OperatorNamespace string
 }
 
 // SetupWithManager registers every webhook of the operator with mgr's webhook server.
@@ -32,13 +46,20 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.Customer{}).
 			WithValidator(&CustomerValidator{Reader: opts.Reader}).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerQuota{}).
-			WithValidator(&CustomerQuotaValidator{}).Complete(),
+			WithValidator(&CustomerQuotaValidator{Partners: opts.Partners}).Complete(),
+		setupNamespaceWebhook(mgr, opts),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMembership{}).
-			WithValidator(&CustomerMembershipValidator{}).Complete(),
+			WithDefaulter(CustomerMembershipDefaulter{}).
+			WithValidator(&CustomerMembershipValidator{
+				Reader: opts.Reader, Partners: opts.Partners, UsernamePrefix: opts.UsernamePrefix,
+			}).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMessage{}).
-			WithValidator(&CustomerMessageValidator{}).Complete(),
+			WithValidator(&CustomerMessageValidator{Partners: opts.Partners}).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.MessageAcknowledgement{}).
-			WithValidator(&MessageAcknowledgementValidator{}).Complete(),
+			WithValidator(&MessageAcknowledgementValidator{
+				Reader: opts.Reader, APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient(),
+				UsernamePrefix: opts.UsernamePrefix, Now: opts.Now,
+			}).Complete(),
 	)
 }
 
