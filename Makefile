@@ -93,7 +93,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each.
 	done
 
 .PHONY: bench
-bench: ## Run the benchmark program (hack/bench), if there is one.
+bench: control-plane ## Run the benchmarks (hack/bench; BENCH_CUSTOMERS=1000 for the issue's size) into bin/bench.json.
 	@if [ -d hack/bench ]; then \
 		set -x && go run ./hack/bench; \
 	else \
@@ -128,7 +128,8 @@ endif
 # against them; RUN_ARGS are passed on to it.
 .PHONY: run
 run: manifests generate fmt vet build control-plane ## Run the operator on a local control plane (state in .local/).
-	go run ./hack/local-run $(RUN_ARGS)
+	go build -o $(LOCALBIN)/local-run ./hack/local-run
+	$(LOCALBIN)/local-run $(RUN_ARGS)
 
 .PHONY: control-plane
 control-plane: $(LOCALBIN) ## Build (once, cached) kube-apiserver, etcd, kubectl and kube-controller-manager into bin/control-plane.

@@ -88,7 +88,7 @@ type CustomerStatus struct {
 // +kubebuilder:printcolumn:name="Members",type=integer,JSONPath=`.status.members`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="self.spec.identifier == self.metadata.name",message="spec.identifier must equal metadata.name"
+// +kubebuilder:validation:XValidation:rule="self.spec.identifier == self.metadata.name",message="spec.identifier must equal metadata.name",fieldPath=".spec.identifier",reason="FieldValueInvalid"
 type Customer struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -55,7 +55,7 @@ type CustomerQuotaStatus struct {
 // +kubebuilder:printcolumn:name="Within Quota",type=string,JSONPath=`.status.conditions[?(@.type=="WithinQuota")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
-// +kubebuilder:validation:XValidation:rule="self.metadata.name == self.spec.customer",message="metadata.name must equal spec.customer (one quota per customer)"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name == self.spec.customer",message="metadata.name must equal spec.customer (one quota per customer)",fieldPath=".spec.customer",reason="FieldValueInvalid"
 type CustomerQuota struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
