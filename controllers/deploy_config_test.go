@@ -1,0 +1,233 @@
+package controllers_test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/partnerops/customer-operator/internal/testenv"
+)
+
+// What `make deploy` installs, checked as a reviewer of a real cluster would: the
+// rendered config/default is valid against a real API server, its RBAC is least
+// privilege, its webhooks cannot take the cluster down, and its Deployment runs
+// under the restricted Pod Security Standard.
+
+// renderKustomization renders a kustomize directory with kubectl's kustomize.
+func renderKustomization(dir string) []*unstructured.Unstructured {
+	GinkgoHelper()
+	out, err := exec.Command(filepath.Join(env.BinDir, "kubectl"), "kustomize", filepath.Join(env.Root, dir)).Output()
+	Expect(err).NotTo(HaveOccurred(), "rendering %s", dir)
+	objs, err := testenv.DecodeYAML(out)
+	Expect(err).NotTo(HaveOccurred())
+	Expect(objs).NotTo(BeEmpty())
+	return objs
+}
+
+func ofKind[T any](objs []*unstructured.Unstructured, kinds ...string) []*T {
+	GinkgoHelper()
+	var typed []*T
+	for _, obj := range objs {
+		for _, kind := range kinds {
+			if obj.GetKind() == kind {
+				t := new(T)
+				Expect(runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, t)).To(Succeed())
+				typed = append(typed, t)
+			}
+		}
+	}
+	return typed
+}
+
+// systemNamespaces must never reach the namespace webhook (a webhook outage must
+// not block the cluster's own namespaces).
+var systemNamespaces = []string{"kube-system", "kube-public", "kube-node-lease", "default", testenv.OperatorNamespace}
+
+var _ = Describe("The rendered config/default", func() {
+	var objs []*unstructured.Unstructured
+	BeforeEach(func() { objs = renderKustomization("config/default") })
+
+	It("is accepted object by object by the API server (server-side apply, dry run)", func() {
+		for _, obj := range objs {
+			obj := obj.DeepCopy()
+			if strings.HasSuffix(obj.GetKind(), "WebhookConfiguration") {
+				// The suite installed these with a url clientConfig; merging a
+				// service into them would be invalid for a reason no real install
+				// meets. Check them as new objects instead.
+				obj.SetName(obj.GetName() + "-dry-run")
+			}
+			Expect(admin.Patch(ctx, obj, client.Apply, client.FieldOwner("deploy-check"), client.ForceOwnership, client.DryRunAll)).
+				To(Succeed(), "%s %s", obj.GetKind(), obj.GetName())
+		}
+	})
+
+	It("grants no wildcard, and bind only by name", func() {
+		var rules []rbacv1.PolicyRule
+		names := map[int]string{}
+		for _, role := range ofKind[rbacv1.ClusterRole](objs, "ClusterRole") {
+			Expect(role.AggregationRule).To(BeNil(), "ClusterRole %s aggregates: its rules are not reviewable here", role.Name)
+			for _, r := range role.Rules {
+				names[len(rules)] = "ClusterRole " + role.Name
+				rules = append(rules, r)
+			}
+		}
+		for _, role := range ofKind[rbacv1.Role](objs, "Role") {
+			for _, r := range role.Rules {
+				names[len(rules)] = "Role " + role.Name
+				rules = append(rules, r)
+			}
+		}
+		Expect(rules).NotTo(BeEmpty())
+		for i, r := range rules {
+			for _, field := range [][]string{r.Verbs, r.Resources, r.APIGroups, r.NonResourceURLs} {
+				Expect(field).NotTo(ContainElement(ContainSubstring("*")), "%s: %+v", names[i], r)
+			}
+			for _, verb := range r.Verbs {
+				if verb == "bind" || verb == "escalate" || verb == "impersonate" {
+					Expect(r.ResourceNames).NotTo(BeEmpty(), "%s: %s without resourceNames: %+v", names[i], verb, r)
+				}
+			}
+		}
+	})
+
+	It("has webhooks with short timeouts, and keeps system namespaces away from the namespace webhook", func() {
+		type hook struct {
+			name           string
+			timeout        *int32
+			rules          []admissionregistrationv1.RuleWithOperations
+			matchCondition []admissionregistrationv1.MatchCondition
+		}
+		var hooks []hook
+		for _, cfg := range ofKind[admissionregistrationv1.ValidatingWebhookConfiguration](objs, "ValidatingWebhookConfiguration") {
+			for _, w := range cfg.Webhooks {
+				hooks = append(hooks, hook{w.Name, w.TimeoutSeconds, w.Rules, w.MatchConditions})
+			}
+		}
+		for _, cfg := range ofKind[admissionregistrationv1.MutatingWebhookConfiguration](objs, "MutatingWebhookConfiguration") {
+			for _, w := range cfg.Webhooks {
+				hooks = append(hooks, hook{w.Name, w.TimeoutSeconds, w.Rules, w.MatchConditions})
+			}
+		}
+		Expect(hooks).NotTo(BeEmpty())
+		namespaceHooks := 0
+		for _, h := range hooks {
+			Expect(h.timeout).NotTo(BeNil(), h.name)
+			Expect(*h.timeout).To(BeNumerically("<=", 10), h.name)
+			for _, rule := range h.rules {
+				if !containsAny(rule.Resources, "namespaces", "namespaces/status", "namespaces/finalize", "*") {
+					continue
+				}
+				namespaceHooks++
+				var expressions []string
+				for _, c := range h.matchCondition {
+					expressions = append(expressions, c.Expression)
+				}
+				all := strings.Join(expressions, "\n")
+				Expect(all).To(ContainSubstring("startsWith('kube-')"), h.name)
+				for _, ns := range systemNamespaces {
+					if !strings.HasPrefix(ns, "kube-") {
+						Expect(all).To(ContainSubstring("'"+ns+"'"), "%s must exclude namespace %s", h.name, ns)
+					}
+				}
+			}
+		}
+		Expect(namespaceHooks).To(BeNumerically(">", 0))
+	})
+
+	It("runs the manager with leader election, probes, resources and the restricted pod security", func() {
+		deployments := ofKind[appsv1.Deployment](objs, "Deployment")
+		Expect(deployments).To(HaveLen(1))
+		d := deployments[0]
+		Expect(*d.Spec.Replicas).To(BeNumerically(">=", 2), "admission (failurePolicy Fail) must survive a drain")
+		pod := d.Spec.Template.Spec
+		Expect(pod.SecurityContext).NotTo(BeNil())
+		Expect(pod.SecurityContext.RunAsNonRoot).To(HaveValue(BeTrue()))
+		Expect(pod.SecurityContext.SeccompProfile).NotTo(BeNil())
+		Expect(pod.SecurityContext.SeccompProfile.Type).To(Equal(corev1.SeccompProfileTypeRuntimeDefault))
+		Expect(pod.HostNetwork || pod.HostPID || pod.HostIPC).To(BeFalse())
+		Expect(pod.Containers).To(HaveLen(1))
+		c := pod.Containers[0]
+		Expect(c.SecurityContext).NotTo(BeNil())
+		Expect(c.SecurityContext.AllowPrivilegeEscalation).To(HaveValue(BeFalse()))
+		Expect(c.SecurityContext.ReadOnlyRootFilesystem).To(HaveValue(BeTrue()))
+		Expect(c.SecurityContext.Capabilities).NotTo(BeNil())
+		Expect(c.SecurityContext.Capabilities.Drop).To(ContainElement(corev1.Capability("ALL")))
+		Expect(c.SecurityContext.Capabilities.Add).To(BeEmpty())
+		Expect(c.SecurityContext.Privileged).To(Or(BeNil(), HaveValue(BeFalse())))
+		Expect(c.LivenessProbe).NotTo(BeNil())
+		Expect(c.ReadinessProbe).NotTo(BeNil())
+		Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceCPU))
+		Expect(c.Resources.Requests).To(HaveKey(corev1.ResourceMemory))
+		Expect(c.Resources.Limits).To(HaveKey(corev1.ResourceMemory))
+		Expect(c.Args).To(ContainElement("--leader-elect"))
+		Expect(c.Args).To(ContainElement("--metrics-secure"))
+		Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "true"}))
+
+		namespaces := ofKind[corev1.Namespace](objs, "Namespace")
+		Expect(namespaces).To(HaveLen(1))
+		Expect(namespaces[0].Labels).To(HaveKeyWithValue("pod-security.kubernetes.io/enforce", "restricted"))
+	})
+
+	It("describes every field of every CRD (kubectl explain)", func() {
+		crds := ofKind[apiextensionsv1.CustomResourceDefinition](objs, "CustomResourceDefinition")
+		Expect(crds).To(HaveLen(5))
+		var undocumented []string
+		var walk func(path string, schema apiextensionsv1.JSONSchemaProps)
+		walk = func(path string, schema apiextensionsv1.JSONSchemaProps) {
+			for name, prop := range schema.Properties {
+				if name == "apiVersion" || name == "kind" || name == "metadata" {
+					continue
+				}
+				if strings.TrimSpace(prop.Description) == "" {
+					undocumented = append(undocumented, path+"."+name)
+				}
+				walk(path+"."+name, prop)
+			}
+			if schema.Items != nil && schema.Items.Schema != nil {
+				walk(path+"[]", *schema.Items.Schema)
+			}
+		}
+		for _, crd := range crds {
+			for _, version := range crd.Spec.Versions {
+				walk(crd.Spec.Names.Kind, *version.Schema.OpenAPIV3Schema)
+			}
+		}
+		Expect(undocumented).To(BeEmpty())
+	})
+
+	It("ships the empty certificate Secret the rotation fills, and the cert-manager overlay turns rotation off", func() {
+		secrets := ofKind[corev1.Secret](objs, "Secret")
+		Expect(secrets).To(HaveLen(1))
+		Expect(secrets[0].Name).To(Equal("customer-operator-webhook-server-cert"))
+		Expect(secrets[0].Data).To(BeEmpty(), "re-applying config/default must never wipe the certificate")
+
+		certManager := renderKustomization("config/default-certmanager")
+		deployments := ofKind[appsv1.Deployment](certManager, "Deployment")
+		Expect(deployments).To(HaveLen(1))
+		Expect(deployments[0].Spec.Template.Spec.Containers[0].Env).
+			To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "false"}))
+		Expect(ofKind[corev1.Secret](certManager, "Secret")).To(BeEmpty(), "cert-manager owns the Secret there")
+	})
+})
+
+func containsAny(list []string, want ...string) bool {
+	for _, item := range list {
+		for _, w := range want {
+			if item == w {
+				return true
+			}
+		}
+	}
+	return false
+}
