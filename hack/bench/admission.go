@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+// namespaceWebhookPath is the label controller-runtime's webhook metrics carry
+// for our namespace webhook.
+const namespaceWebhookPath = "/validate--v1-namespace"
+
+// admissionRun is one mode's namespace CREATE latencies, measured by the
+// client (the admin, a partner), end to end through the API server.
+type admissionRun struct {
+	serial, spread, hot []time.Duration
+	errors              int
+	firstError          string
+	// server is our handler's own latency in the spread and hot runs, from
+	// controller_runtime_webhook_latency_seconds; only for modeOurs.
+	serverSpread, serverHot serverLatency
+	// cpu is the CPU seconds each process used in the spread run.
+	cpu map[string]float64
+	// requestsSpread and requestsHot are the manager's API requests in those
+	// runs, by method and status code.
+	requestsSpread, requestsHot map[string]float64
+}
+
+// serverLatency is what the webhook latency histogram says about one run: the
+// share of requests handled within 10 ms, their number and mean (seconds).
+type serverLatency struct {
+	within10ms, count, mean float64
+}
+
+func percentile(ds []time.Duration, q float64) float64 {
+	if len(ds) == 0 {
+		return math.NaN()
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	idx := int(math.Ceil(q*float64(len(s)))) - 1
+	idx = max(0, min(idx, len(s)-1))
+	return float64(s[idx]) / float64(time.Millisecond)
+}
+
+var modeKeys = map[admissionMode]string{modeNone: "none", modeAllowAll: "allow", modeOurs: "ours"}
+
+func (b *bench) createProject(ctx context.Context, name, customer string) (time.Duration, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: customer}}}
+	start := time.Now()
+	err := b.admin.Create(ctx, ns)
+	return time.Since(start), err
+}
+
+// runAdmission measures namespace CREATE (projects of customers under quota)
+// with no webhook, an allow-all webhook and ours, in that order, each serially,
+// with 50 creators over 50 distinct customers, and with 50 creators on one hot
+// customer.
+func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionRun, error) {
+	if err := b.startAllowAll(ctx); err != nil {
+		return nil, err
+	}
+	creators := min(b.s.Creators, b.s.Customers)
+	out := map[admissionMode]*admissionRun{}
+	for _, mode := range []admissionMode{modeNone, modeAllowAll, modeOurs} {
+		key := modeKeys[mode]
+		b.log("admission: %s", mode)
+		if err := b.setNamespaceWebhook(ctx, mode); err != nil {
+			return nil, err
+		}
+		if err := b.awaitMode(ctx, mode); err != nil {
+			return nil, err
+		}
+		run := &admissionRun{}
+		out[mode] = run
+		var mu sync.Mutex
+		record := func(dst *[]time.Duration, d time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				run.errors++
+				if run.firstError == "" {
+					run.firstError = err.Error()
+				}
+				return
+			}
+			*dst = append(*dst, d)
+		}
+
+		for i := 0; i < b.s.SerialCreates; i++ {
+			d, err := b.createProject(ctx, fmt.Sprintf("%s-serial-%d", key, i), fmt.Sprintf("cust-%d", i%creators))
+			record(&run.serial, d, err)
+		}
+		if err := b.waitIdle(ctx, time.Second, 2*time.Minute); err != nil {
+			return nil, err
+		}
+
+		concurrent := func(sub string, customer func(w int) string, dst *[]time.Duration) (metrics, metrics, error) {
+			before, err := b.metrics(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			var wg sync.WaitGroup
+			for w := 0; w < creators; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for k := 0; k < b.s.CreatesPerCreator; k++ {
+						d, err := b.createProject(ctx, fmt.Sprintf("%s-%s-%d-%d", key, sub, w, k), customer(w))
+						record(dst, d, err)
+					}
+				}()
+			}
+			wg.Wait()
+			after, err := b.metrics(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return before, after, b.waitIdle(ctx, time.Second, 2*time.Minute)
+		}
+		isNamespaceHook := label("webhook", namespaceWebhookPath)
+		cpu := childCPU()
+		before, after, err := concurrent("spread", func(w int) string { return fmt.Sprintf("cust-%d", w) }, &run.spread)
+		if err != nil {
+			return nil, err
+		}
+		run.cpu = cpuSince(cpu)
+		run.requestsSpread = requestsSince(before, after)
+		if mode == modeOurs {
+			l := &run.serverSpread
+			l.within10ms, l.count, l.mean = histogramShare(before, after, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
+		}
+		before, after, err = concurrent("hot", func(int) string { return "cust-0" }, &run.hot)
+		if err != nil {
+			return nil, err
+		}
+		run.requestsHot = requestsSince(before, after)
+		if mode == modeOurs {
+			l := &run.serverHot
+			l.within10ms, l.count, l.mean = histogramShare(before, after, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
+		}
+	}
+	// Leave the cluster as installed.
+	return out, b.setNamespaceWebhook(ctx, modeOurs)
+}
+
+// awaitMode creates probe projects until the API server demonstrably calls
+// the webhook the mode wants (its configuration is reloaded asynchronously),
+// which also warms the connection to it.
+func (b *bench) awaitMode(ctx context.Context, mode admissionMode) error {
+	ours := func() float64 {
+		m, err := b.metrics(ctx)
+		if err != nil {
+			return -1
+		}
+		return m.sum("controller_runtime_webhook_latency_seconds_count", label("webhook", namespaceWebhookPath))
+	}
+	quietProbes := 0
+	for i := 0; i < 200; i++ {
+		allowBefore, oursBefore := b.allowAll.hits.Load(), ours()
+		if _, err := b.createProject(ctx, fmt.Sprintf("probe-%s-%d", modeKeys[mode], i), "cust-1"); err != nil {
+			return fmt.Errorf("probe create (%s): %w", mode, err)
+		}
+		allowHit, oursHit := b.allowAll.hits.Load() > allowBefore, ours() > oursBefore
+		switch {
+		case mode == modeAllowAll && allowHit && !oursHit,
+			mode == modeOurs && oursHit && !allowHit:
+			quietProbes++
+		case mode == modeNone && !allowHit && !oursHit:
+			quietProbes++
+		default:
+			quietProbes = 0
+		}
+		// A few in a row: every apiserver watch of the configuration has caught up.
+		if quietProbes >= 5 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("the API server did not switch to %s", mode)
+}

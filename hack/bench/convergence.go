@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+)
+
+// benchLabel marks what the bench created, so the floor's objects can be
+// deleted by selector.
+const benchLabel = "bench.partnerops.io/set"
+
+// customerSet is what one customer of the benchmark consists of: the Customer,
+// its CustomerQuota and two memberships with e-mail invitations.
+func customerSet(prefix string, i int) []client.Object {
+	name := fmt.Sprintf("%s-%d", prefix, i)
+	labels := map[string]string{benchLabel: prefix}
+	meta := func(n string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: n, Labels: labels} }
+	return []client.Object{
+		&v1alpha1.Customer{ObjectMeta: meta(name), Spec: v1alpha1.CustomerSpec{Identifier: name, DisplayName: "Customer " + name}},
+		// Far above what the admission phases create, so every create is "under quota".
+		&v1alpha1.CustomerQuota{ObjectMeta: meta(name), Spec: v1alpha1.CustomerQuotaSpec{Customer: v1alpha1.CustomerName(name), MaxProjects: ptr.To[int32](100000)}},
+		&v1alpha1.CustomerMembership{ObjectMeta: meta(name + "-admin"), Spec: v1alpha1.CustomerMembershipSpec{
+			Customer: v1alpha1.CustomerName(name), Email: "admin@" + name + ".example.com", Role: v1alpha1.RoleAdmin, Invitation: v1alpha1.InvitationEmail}},
+		&v1alpha1.CustomerMembership{ObjectMeta: meta(name + "-viewer"), Spec: v1alpha1.CustomerMembershipSpec{
+			Customer: v1alpha1.CustomerName(name), Email: "viewer@" + name + ".example.com", Role: v1alpha1.RoleViewer, Invitation: v1alpha1.InvitationEmail}},
+	}
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines and returns the
+// first error.
+func parallel(ctx context.Context, n, workers int, fn func(ctx context.Context, i int) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				if err := fn(ctx, i); err != nil {
+					once.Do(func() { first = err; cancel() })
+				}
+			}
+		}()
+	}
+feed:
+	for i := 0; i < n; i++ {
+		select {
+		case next <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return first
+}
+
+// readyConditions are the conditions the floor writes: what the operator's own status
+// write for an object amounts to (Ready, observedGeneration).
+func readyConditions(gen int64) []metav1.Condition {
+	return []metav1.Condition{{
+		Type: v1alpha1.ReadyCondition, Status: metav1.ConditionTrue, Reason: v1alpha1.ReconciledReason,
+		Message: "floor", ObservedGeneration: gen, LastTransitionTime: metav1.Now(),
+	}}
+}
+
+// runFloor makes, with no webhooks and no manager, the same number of creates
+// and status writes the operator's run needs at least (four objects and one
+// status write each per customer), with the same concurrency: the API server's
+// own floor.
+func (b *bench) runFloor(ctx context.Context) (total, creates time.Duration, err error) {
+	n := b.s.Customers
+	sets := make([][]client.Object, n)
+	start := time.Now()
+	// All creates first, as the operator's run makes them, then the status writes.
+	err = parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
+		sets[i] = customerSet("floor", i)
+		for _, o := range sets[i] {
+			if err := b.admin.Create(ctx, o); err != nil {
+				return fmt.Errorf("floor: creating %T %s: %w", o, o.GetName(), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	creates = time.Since(start)
+	err = parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
+		for _, o := range sets[i] {
+			patch := client.MergeFrom(o.DeepCopyObject().(client.Object))
+			gen := o.GetGeneration()
+			switch x := o.(type) {
+			case *v1alpha1.Customer:
+				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+			case *v1alpha1.CustomerQuota:
+				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+				x.Status.Max = 100000
+			case *v1alpha1.CustomerMembership:
+				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+			}
+			if err := b.admin.Status().Patch(ctx, o, patch); err != nil {
+				return fmt.Errorf("floor: status of %T %s: %w", o, o.GetName(), err)
+			}
+		}
+		return nil
+	})
+	return time.Since(start), creates, err
+}
+
+// deleteFloor removes the floor's objects before the manager starts, so that it
+// never sees them.
+func (b *bench) deleteFloor(ctx context.Context) error {
+	sel := client.MatchingLabels{benchLabel: "floor"}
+	for _, o := range []client.Object{&v1alpha1.CustomerMembership{}, &v1alpha1.CustomerQuota{}, &v1alpha1.Customer{}} {
+		if err := b.admin.DeleteAllOf(ctx, o, sel); err != nil {
+			return err
+		}
+	}
+	for {
+		var list v1alpha1.CustomerList
+		if err := b.admin.List(ctx, &list, sel); err != nil {
+			return err
+		}
+		var mlist v1alpha1.CustomerMembershipList
+		if err := b.admin.List(ctx, &mlist, sel); err != nil {
+			return err
+		}
+		if len(list.Items) == 0 && len(mlist.Items) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+type convergence struct {
+	total, creates time.Duration
+	mails          int
+	// firstMail and lastMail bound the invitations' arrival, for the
+	// end-to-end mail rate.
+	firstMail, lastMail time.Time
+}
+
+// runConvergence creates the customers with the same workers as the floor and
+// waits until every object is Ready for its generation and every invitation is
+// in the sink.
+func (b *bench) runConvergence(ctx context.Context) (convergence, error) {
+	n := b.s.Customers
+	var c convergence
+	mailsBefore := len(b.sink.Messages())
+	start := time.Now()
+	err := parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
+		for _, o := range customerSet("cust", i) {
+			if err := b.admin.Create(ctx, o); err != nil {
+				return fmt.Errorf("creating %T %s: %w", o, o.GetName(), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return c, err
+	}
+	c.creates = time.Since(start)
+	deadline := time.Now().Add(b.s.ConvergeTimeout)
+	for {
+		// The sink is in-process and free to ask; LIST (load on the API server,
+		// which would slow down what it measures) only once every mail is there.
+		c.mails = len(b.sink.Messages()) - mailsBefore
+		notReady := -1
+		if c.mails >= 2*n {
+			if notReady, err = b.countNotReady(ctx); err != nil {
+				return c, err
+			}
+		}
+		if notReady == 0 {
+			c.total = time.Since(start)
+			break
+		}
+		if time.Now().After(deadline) {
+			return c, fmt.Errorf("not converged after %s: %d of %d invitations in the sink, %d objects not Ready (-1: not listed yet)",
+				b.s.ConvergeTimeout, c.mails, 2*n, notReady)
+		}
+		select {
+		case <-ctx.Done():
+			return c, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	for _, m := range b.sink.Messages()[mailsBefore:] {
+		if c.firstMail.IsZero() || m.ReceivedAt.Before(c.firstMail) {
+			c.firstMail = m.ReceivedAt
+		}
+		if m.ReceivedAt.After(c.lastMail) {
+			c.lastMail = m.ReceivedAt
+		}
+	}
+	return c, nil
+}
+
+func ready(o client.Object, conds []metav1.Condition, observed int64) bool {
+	cond := meta.FindStatusCondition(conds, v1alpha1.ReadyCondition)
+	return cond != nil && cond.Status == metav1.ConditionTrue && observed == o.GetGeneration() && cond.ObservedGeneration == o.GetGeneration()
+}
+
+// countNotReady lists the benchmark's objects through the uncached admin client.
+func (b *bench) countNotReady(ctx context.Context) (int, error) {
+	sel := client.MatchingLabels{benchLabel: "cust"}
+	notReady := 0
+	var cl v1alpha1.CustomerList
+	if err := b.admin.List(ctx, &cl, sel); err != nil {
+		return 0, err
+	}
+	for i := range cl.Items {
+		if !ready(&cl.Items[i], cl.Items[i].Status.Conditions, cl.Items[i].Status.ObservedGeneration) {
+			notReady++
+		}
+	}
+	var ql v1alpha1.CustomerQuotaList
+	if err := b.admin.List(ctx, &ql, sel); err != nil {
+		return 0, err
+	}
+	for i := range ql.Items {
+		if !ready(&ql.Items[i], ql.Items[i].Status.Conditions, ql.Items[i].Status.ObservedGeneration) {
+			notReady++
+		}
+	}
+	var ml v1alpha1.CustomerMembershipList
+	if err := b.admin.List(ctx, &ml, sel); err != nil {
+		return 0, err
+	}
+	for i := range ml.Items {
+		if !ready(&ml.Items[i], ml.Items[i].Status.Conditions, ml.Items[i].Status.ObservedGeneration) {
+			notReady++
+		}
+	}
+	missing := 4*b.s.Customers - len(cl.Items) - len(ql.Items) - len(ml.Items)
+	return notReady + missing, nil
+}

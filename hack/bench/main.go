@@ -1,0 +1,353 @@
+// Command bench is what `make bench` runs: it measures the operator against
+// the API server's own floor, in one run on one machine, and prints a table
+// (and writes bin/bench.json) with the machine's facts. See docs/benchmarks.md.
+//
+// It starts a fresh control plane (envtest's etcd and kube-apiserver, with
+// kube-controller-manager beside them, state in a temporary directory), an SMTP
+// sink, and the manager binary as a separate process with the operator's own
+// RBAC, so that the manager's RSS, metrics and API requests are its own.
+//
+// Settings come from the environment (defaults in parentheses):
+//
+//	BENCH_CUSTOMERS (200)     customers, each with a CustomerQuota and two e-mail memberships
+//	BENCH_CONCURRENCY (16)    client workers for the creates (and for the floor)
+//	BENCH_CREATORS (50)       concurrent namespace creators in the admission runs
+//	BENCH_SERIAL (100)        namespace creates in each serial admission run
+//	BENCH_PER_CREATOR (6)     namespace creates per concurrent creator
+//	BENCH_MAILS (2000)        mails in the mail throughput run
+//	BENCH_IDLE_WINDOW (10s)   the idle window in which no write may happen
+//	BENCH_TIMEOUT (10m)       how long convergence may take before the bench gives up
+//	BENCH_OUT (bin/bench.json)
+//	BENCH_KEEP (false)        keep the temporary directory (manager logs, kubeconfig)
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/partnerops/customer-operator/internal/testenv"
+)
+
+type settings struct {
+	Customers         int           `json:"customers"`
+	Concurrency       int           `json:"concurrency"`
+	Creators          int           `json:"creators"`
+	SerialCreates     int           `json:"serialCreates"`
+	CreatesPerCreator int           `json:"createsPerCreator"`
+	Mails             int           `json:"mails"`
+	IdleWindow        time.Duration `json:"idleWindow"`
+	ConvergeTimeout   time.Duration `json:"convergeTimeout"`
+	Out               string        `json:"-"`
+	Keep              bool          `json:"-"`
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func main() {
+	log := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "bench %s: "+format+"\n", append([]any{time.Now().UTC().Format("15:04:05")}, args...)...)
+	}
+	// The allow-all webhook server's own logs are of no interest; the bench logs
+	// what goes wrong.
+	ctrllog.SetLogger(logr.Discard())
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		log("%v", err)
+		os.Exit(1)
+	}
+	s := settings{
+		Customers:         envInt("BENCH_CUSTOMERS", 200),
+		Concurrency:       envInt("BENCH_CONCURRENCY", 16),
+		Creators:          envInt("BENCH_CREATORS", 50),
+		SerialCreates:     envInt("BENCH_SERIAL", 100),
+		CreatesPerCreator: envInt("BENCH_PER_CREATOR", 6),
+		Mails:             envInt("BENCH_MAILS", 2000),
+		IdleWindow:        envDuration("BENCH_IDLE_WINDOW", 10*time.Second),
+		ConvergeTimeout:   envDuration("BENCH_TIMEOUT", 10*time.Minute),
+		Out:               os.Getenv("BENCH_OUT"),
+		Keep:              os.Getenv("BENCH_KEEP") == "true",
+	}
+	if s.Out == "" {
+		s.Out = filepath.Join(root, "bin", "bench.json")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, s, log)
+	if res != nil {
+		res.printTable(os.Stdout)
+		fmt.Println()
+		res.printMarkdown(os.Stdout)
+		if werr := res.writeJSON(s.Out); werr != nil {
+			log("writing %s: %v", s.Out, werr)
+		} else {
+			log("wrote %s", s.Out)
+		}
+	}
+	if err != nil {
+		log("%v", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, s settings, log func(string, ...any)) (res *result, err error) {
+	res = &result{
+		Machine: machineFacts(), Settings: s, Details: map[string]any{}, Phases: map[string]string{},
+		Command: "make bench (go run ./hack/bench)" + envSummary(),
+	}
+	workDir, err := os.MkdirTemp("", "customer-operator-bench-")
+	if err != nil {
+		return res, err
+	}
+	b := &bench{s: s, log: log, workDir: workDir}
+	defer func() {
+		b.stop()
+		if s.Keep || err != nil {
+			log("kept %s (manager logs, kubeconfig)", workDir)
+		} else {
+			_ = os.RemoveAll(workDir)
+		}
+	}()
+	phase := func(name string, start time.Time) {
+		res.Phases[name] = time.Since(start).Round(time.Millisecond).String()
+	}
+
+	t := time.Now()
+	if err := b.start(ctx); err != nil {
+		return res, err
+	}
+	phase("setup", t)
+
+	// 1. The floor: the API server alone, no webhooks, no manager.
+	t = time.Now()
+	log("floor: %d customers' creates and status writes by a plain client, %d workers, no webhooks", s.Customers, s.Concurrency)
+	if err := b.removeWebhooks(ctx); err != nil {
+		return res, err
+	}
+	cpu := childCPU()
+	floor, floorCreates, err := b.runFloor(ctx)
+	if err != nil {
+		return res, err
+	}
+	floorCPU := cpuSince(cpu)
+	if err := b.deleteFloor(ctx); err != nil {
+		return res, err
+	}
+	if err := b.restoreWebhooks(ctx); err != nil {
+		return res, err
+	}
+	phase("floor", t)
+
+	t = time.Now()
+	if err := b.startManager(ctx); err != nil {
+		return res, err
+	}
+	if err := b.waitIdle(ctx, 2*time.Second, time.Minute); err != nil {
+		return res, err
+	}
+	m, err := b.metrics(ctx)
+	if err != nil {
+		return res, err
+	}
+	rssIdle, _, err := processMemory(b.manager.Pid())
+	if err != nil {
+		return res, err
+	}
+	heapIdle := m.sum("go_memstats_heap_inuse_bytes", nil)
+	writesBefore := m.apiWrites()
+
+	// 1. Convergence.
+	log("convergence: %d customers (%d objects, %d invitations)", s.Customers, 4*s.Customers, 2*s.Customers)
+	cpu = childCPU()
+	conv, err := b.runConvergence(ctx)
+	if err != nil {
+		return res, err
+	}
+	convCPU := cpuSince(cpu)
+	phase("convergence", t)
+	res.add(row{Section: "1 convergence", Metric: fmt.Sprintf("%d customers Ready + %d invitations in the sink", s.Customers, 2*s.Customers),
+		Ours: conv.total.Seconds(), Baseline: floor.Seconds(), Unit: "s", Target: "ratio <= 2.0",
+		Met: met(conv.total.Seconds() <= 2*floor.Seconds())})
+	res.add(row{Section: "1 convergence", Metric: fmt.Sprintf("the %d creates alone (webhooks on, controllers running)", 4*s.Customers),
+		Ours: conv.creates.Seconds(), Baseline: floorCreates.Seconds(), Unit: "s", Note: "baseline: the floor's creates, no webhooks"})
+	res.add(row{Section: "1 convergence", Metric: "kube-apiserver + etcd CPU", Ours: convCPU["kube-apiserver"] + convCPU["etcd"],
+		Baseline: floorCPU["kube-apiserver"] + floorCPU["etcd"], Unit: "cpu-s", Note: fmt.Sprintf("manager's own CPU: %.1f s", convCPU["manager"])})
+	res.Details["convergenceCPUSeconds"] = convCPU
+	res.Details["floorCPUSeconds"] = floorCPU
+	mailSpan := conv.lastMail.Sub(conv.firstMail).Seconds()
+	if mailSpan > 0 {
+		res.add(row{Section: "1 convergence", Metric: "invitations delivered end to end", Ours: float64(conv.mails) / mailSpan, Unit: "mails/s",
+			Note: "first to last invitation in the sink during convergence"})
+	}
+
+	// 3. Memory after convergence.
+	if err := b.waitIdle(ctx, 2*time.Second, 2*time.Minute); err != nil {
+		return res, err
+	}
+	m, err = b.metrics(ctx)
+	if err != nil {
+		return res, err
+	}
+	convWrites := m.apiWrites() - writesBefore
+	res.Details["convergenceWrites"] = convWrites
+	res.Details["convergenceWritesByMethod"] = m.writesByMethod()
+	res.Details["convergenceReconciles"] = m.reconciles("")
+	res.add(row{Section: "1 convergence", Metric: "manager API writes per customer", Ours: convWrites / float64(s.Customers),
+		Baseline: 8, Unit: "writes", Note: "baseline: 4 creates + 4 status writes of the floor (creates are the bench's, not the manager's)"})
+	rss, peak, err := processMemory(b.manager.Pid())
+	if err != nil {
+		return res, err
+	}
+	heap := m.sum("go_memstats_heap_inuse_bytes", nil)
+	perCustomer := (float64(rss) - float64(rssIdle)) / float64(s.Customers)
+	heapPerCustomer := (heap - heapIdle) / float64(s.Customers)
+	const mib = 1 << 20
+	res.add(row{Section: "3 memory", Metric: fmt.Sprintf("manager RSS after convergence (N=%d)", s.Customers), Ours: float64(rss) / mib,
+		Baseline: float64(rssIdle) / mib, Unit: "MiB", Note: fmt.Sprintf("baseline: idle manager, no customers; peak %.0f MiB", float64(peak)/mib)})
+	res.add(row{Section: "3 memory", Metric: "Go heap in use after convergence", Ours: heap / mib, Baseline: heapIdle / mib, Unit: "MiB"})
+	res.add(row{Section: "3 memory", Metric: "RSS per customer", Ours: perCustomer, Unit: "bytes", Note: fmt.Sprintf("heap: %.0f bytes per customer", heapPerCustomer)})
+	at10k := (float64(rssIdle) + 10000*perCustomer) / mib
+	res.add(row{Section: "3 memory", Metric: "RSS at 10,000 customers", Ours: at10k, Unit: "MiB", Target: "<= 150 MiB",
+		Met: met(at10k <= 150), Note: extrapolatedNote(s.Customers)})
+
+	// 5. Writes in the steady state.
+	t = time.Now()
+	log("steady state: %s idle window, then a metadata-only touch of every Customer", s.IdleWindow)
+	rs, err := b.runResync(ctx)
+	if err != nil {
+		return res, err
+	}
+	phase("steady state", t)
+	res.add(row{Section: "5 steady state", Metric: fmt.Sprintf("API writes in %s idle", s.IdleWindow), Ours: rs.idleWrites, Unit: "writes", Target: "0", Met: met(rs.idleWrites == 0)})
+	perReconcile := math.NaN()
+	if rs.reconciles > 0 {
+		perReconcile = rs.writes / rs.reconciles
+	}
+	res.add(row{Section: "5 steady state", Metric: "writes per reconcile, resync of every Customer", Ours: perReconcile, Unit: "writes",
+		Target: "0", Met: met(rs.writes == 0), Note: fmt.Sprintf("%.0f reconciles, %.0f writes %v", rs.reconciles, rs.writes, rs.writesByMethod)})
+
+	// 2. Admission.
+	t = time.Now()
+	adm, err := b.runAdmission(ctx)
+	if err != nil {
+		return res, err
+	}
+	phase("admission", t)
+	addAdmissionRows(res, adm, s)
+
+	// 4. Restart.
+	t = time.Now()
+	expected, listTime, objects, err := b.expectedReconciles(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.Details["objectsByKind"] = objects
+	log("restart: stopping the manager and starting it again (%v)", expected)
+	rr, err := b.runRestart(ctx, expected)
+	if err != nil {
+		return res, err
+	}
+	phase("restart", t)
+	res.add(row{Section: "4 restart", Metric: "time until everything reconciled", Ours: rr.reconciled.Seconds(), Baseline: listTime.Seconds(), Unit: "s",
+		Note: fmt.Sprintf("baseline: one uncached LIST of every kind it caches; ready after %.1fs; %.0f reconciles", rr.ready.Seconds(), rr.reconciles)})
+	res.add(row{Section: "4 restart", Metric: "API writes by the restarted manager", Ours: rr.writes, Unit: "writes", Target: "0", Met: met(rr.writes == 0),
+		Note: fmt.Sprintf("by method %v; objects with a new resourceVersion: %d %v (leader election off)", rr.writesByMethod, rr.changedTotal, rr.changed)})
+	res.add(row{Section: "4 restart", Metric: "mails sent by the restarted manager", Ours: float64(rr.mails), Unit: "mails", Target: "0", Met: met(rr.mails == 0)})
+	res.add(row{Section: "4 restart", Metric: "RSS after restart (cache filled, incl. projects)", Ours: rr.rss / mib, Unit: "MiB", Note: fmt.Sprintf("heap in use %.0f MiB", rr.heap/mib)})
+
+	// 6. Mail.
+	t = time.Now()
+	log("mail: %d invitations to a local sink", s.Mails)
+	mr, err := b.runMail(ctx)
+	if err != nil {
+		return res, err
+	}
+	phase("mail", t)
+	res.add(row{Section: "6 mail", Metric: "invitations per second, pooled connections (4 callers)", Ours: mr.pooled, Baseline: mr.perConnection, Unit: "mails/s",
+		Target: ">= 200/s", Met: met(mr.pooled >= 200), Note: fmt.Sprintf("baseline: a new SMTP connection per mail; pooled run used %d connections", mr.pooledConns)})
+	return res, nil
+}
+
+func extrapolatedNote(n int) string {
+	if n >= 10000 {
+		return "measured"
+	}
+	return fmt.Sprintf("extrapolated linearly from N=%d (BENCH_CUSTOMERS=10000 measures it)", n)
+}
+
+func envSummary() string {
+	var parts []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "BENCH_") {
+			parts = append(parts, kv)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " with " + strings.Join(parts, " ")
+}
+
+func addAdmissionRows(res *result, adm map[admissionMode]*admissionRun, s settings) {
+	none, allow, ours := adm[modeNone], adm[modeAllowAll], adm[modeOurs]
+	creators := min(s.Creators, s.Customers)
+	type sub struct {
+		name string
+		get  func(*admissionRun) []time.Duration
+		goal bool
+	}
+	subs := []sub{
+		{"serial", func(r *admissionRun) []time.Duration { return r.serial }, true},
+		{fmt.Sprintf("%d concurrent, distinct customers", creators), func(r *admissionRun) []time.Duration { return r.spread }, true},
+		{fmt.Sprintf("%d concurrent, one hot customer", creators), func(r *admissionRun) []time.Duration { return r.hot }, false},
+	}
+	for _, x := range subs {
+		for _, q := range []struct {
+			name string
+			q    float64
+		}{{"p50", 0.5}, {"p99", 0.99}} {
+			o, a, n := percentile(x.get(ours), q.q), percentile(x.get(allow), q.q), percentile(x.get(none), q.q)
+			r := row{Section: "2 admission", Metric: fmt.Sprintf("namespace CREATE %s, %s", q.name, x.name), Ours: o, Baseline: a, Unit: "ms",
+				Note: fmt.Sprintf("no webhook %.2f ms (allow-all/none %.2f); %d samples", n, a/n, len(x.get(ours)))}
+			if x.goal && q.name == "p50" {
+				r.Target, r.Met = "ratio <= 1.5", met(o <= 1.5*a)
+			}
+			res.add(r)
+		}
+	}
+	sp, hot := ours.serverSpread, ours.serverHot
+	res.add(row{Section: "2 admission", Metric: fmt.Sprintf("our handler, server side, %d concurrent: share within 10 ms", creators), Ours: sp.within10ms * 100, Unit: "%",
+		Target: ">= 99% (p99 <= 10 ms)", Met: met(sp.within10ms >= 0.99),
+		Note: fmt.Sprintf("controller_runtime_webhook_latency_seconds (decade buckets): %.0f requests, mean %.1f ms; hot customer: %.0f%% within 10 ms, mean %.1f ms",
+			sp.count, sp.mean*1000, hot.within10ms*100, hot.mean*1000)})
+	res.Details["admissionCPUSecondsSpread"] = map[string]any{"none": none.cpu, "allowAll": allow.cpu, "ours": ours.cpu}
+	res.Details["admissionManagerRequestsSpread"] = map[string]any{"none": none.requestsSpread, "allowAll": allow.requestsSpread, "ours": ours.requestsSpread}
+	res.Details["admissionManagerRequestsHot"] = map[string]any{"none": none.requestsHot, "allowAll": allow.requestsHot, "ours": ours.requestsHot}
+	for mode, r := range adm {
+		if r.errors > 0 {
+			res.Errors = append(res.Errors, fmt.Sprintf("admission (%s): %d creates failed, first: %s", mode, r.errors, r.firstError))
+		}
+	}
+}
