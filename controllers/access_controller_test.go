@@ -127,7 +127,7 @@ var _ = Describe("Access", func() {
 
 		By("marking one that raced past admission as a duplicate")
 		var newer *v1alpha1.CustomerMembership
-		withoutMembershipWebhook(func() {
+		withoutWebhook("vcustomermembership.customers.partnerops.io", func() {
 			newer = newMembership("dup-co-jack-2", "dup-co", "jack@example.com", v1alpha1.RoleAdmin, v1alpha1.InvitationNone)
 			// The API server picks up the changed webhook configuration asynchronously.
 			Eventually(func() error { return admin.Create(ctx, newer) }).Should(Succeed())
@@ -234,7 +234,7 @@ var _ = Describe("CustomerMembership admission", func() {
 		err := admin.Patch(ctx, invited, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"invitation":"None"}}`)))
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("spec.invitation is immutable"))
-		withoutMembershipWebhook(func() {
+		withoutWebhook("vcustomermembership.customers.partnerops.io", func() {
 			Consistently(func(g Gomega) {
 				err := admin.Patch(ctx, invited, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"invitation":"None"}}`)))
 				g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)

@@ -5,7 +5,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -146,7 +145,7 @@ var _ = Describe("Customer", func() {
 		}).Should(Succeed())
 
 		By("holding it with the finalizer when the webhook is out of the way")
-		withoutCustomerWebhook(func() {
+		withoutWebhook("vcustomer.customers.partnerops.io", func() {
 			Expect(admin.Delete(ctx, c)).To(Succeed())
 		})
 		Consistently(func(g Gomega) {
@@ -167,32 +166,3 @@ var _ = Describe("Customer", func() {
 		}, "60s").Should(BeTrue())
 	})
 })
-
-// withoutCustomerWebhook runs f with the Customer webhook removed from the
-// validating webhook configuration, as if it were bypassed, and restores it.
-func withoutCustomerWebhook(f func()) {
-	GinkgoHelper()
-	var list admissionregistrationv1.ValidatingWebhookConfigurationList
-	Expect(admin.List(ctx, &list)).To(Succeed())
-	for i := range list.Items {
-		cfg := &list.Items[i]
-		original := cfg.DeepCopy()
-		kept := cfg.Webhooks[:0:0]
-		for _, w := range cfg.Webhooks {
-			if w.Name != "vcustomer.customers.partnerops.io" {
-				kept = append(kept, w)
-			}
-		}
-		if len(kept) == len(cfg.Webhooks) {
-			continue
-		}
-		cfg.Webhooks = kept
-		Expect(admin.Update(ctx, cfg)).To(Succeed())
-		defer func() {
-			Expect(admin.Get(ctx, client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
-			cfg.Webhooks = original.Webhooks
-			Expect(admin.Update(ctx, cfg)).To(Succeed())
-		}()
-	}
-	f()
-}

@@ -8,7 +8,6 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -162,35 +161,6 @@ func counter(name string, labels map[string]string) float64 {
 	}
 	Fail(fmt.Sprintf("no counter %s%v", name, labels))
 	return 0
-}
-
-// withoutMembershipWebhook runs f with the membership validating webhook removed,
-// as if a request raced past it, and restores it.
-func withoutMembershipWebhook(f func()) {
-	GinkgoHelper()
-	var list admissionregistrationv1.ValidatingWebhookConfigurationList
-	Expect(admin.List(ctx, &list)).To(Succeed())
-	for i := range list.Items {
-		cfg := &list.Items[i]
-		original := cfg.DeepCopy()
-		kept := cfg.Webhooks[:0:0]
-		for _, w := range cfg.Webhooks {
-			if w.Name != "vcustomermembership.customers.partnerops.io" {
-				kept = append(kept, w)
-			}
-		}
-		if len(kept) == len(cfg.Webhooks) {
-			continue
-		}
-		cfg.Webhooks = kept
-		Expect(admin.Update(ctx, cfg)).To(Succeed())
-		defer func() {
-			Expect(admin.Get(ctx, client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
-			cfg.Webhooks = original.Webhooks
-			Expect(admin.Update(ctx, cfg)).To(Succeed())
-		}()
-	}
-	f()
 }
 
 var _ = Describe("CustomerMembership invitations", func() {

@@ -1,6 +1,41 @@
 package controllers_test
 
-import "k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+import (
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
 
 // unstructuredObj adapts a map for kstatus.
 type unstructuredObj = unstructured.Unstructured
+
+// withoutWebhook runs f with the named webhook removed from the validating webhook
+// configuration, as if it were bypassed, and restores it.
+func withoutWebhook(name string, f func()) {
+	GinkgoHelper()
+	var list admissionregistrationv1.ValidatingWebhookConfigurationList
+	Expect(admin.List(ctx, &list)).To(Succeed())
+	for i := range list.Items {
+		cfg := &list.Items[i]
+		original := cfg.DeepCopy()
+		kept := cfg.Webhooks[:0:0]
+		for _, w := range cfg.Webhooks {
+			if w.Name != name {
+				kept = append(kept, w)
+			}
+		}
+		if len(kept) == len(cfg.Webhooks) {
+			continue
+		}
+		cfg.Webhooks = kept
+		Expect(admin.Update(ctx, cfg)).To(Succeed())
+		defer func() {
+			Expect(admin.Get(ctx, client.ObjectKeyFromObject(cfg), cfg)).To(Succeed())
+			cfg.Webhooks = original.Webhooks
+			Expect(admin.Update(ctx, cfg)).To(Succeed())
+		}()
+	}
+	f()
+}
