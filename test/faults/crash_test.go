@@ -27,7 +27,6 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/localcluster"
-	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 	"github.com/partnerops/customer-operator/internal/testenv"
 )
 
@@ -200,31 +199,15 @@ func TestKillDuringInvitationBurst(t *testing.T) {
 	defer cancel()
 	started := time.Now()
 
-	env, err := testenv.Start(ctx, testenv.Options{})
-	if err != nil {
-		t.Fatalf("the control plane must start (these tests never skip): %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	smtp, err := mailtest.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = smtp.Close() })
-	dir := t.TempDir()
-	bin := buildManager(t, env.Root, dir)
+	r := newRig(ctx, t)
+	env, smtp, dir, bin := r.env, r.smtp, r.dir, r.bin
 	t.Logf("control plane up and manager built in %s", time.Since(started).Round(time.Second))
 
 	manager := startManager(t, bin, dir, env, smtp.Addr(), managerRun{name: "first"})
 	admin := env.Admin
-	if err := admin.Create(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "faults"},
-		Spec: v1alpha1.CustomerSpec{Identifier: "faults", DisplayName: "Faults Inc."}}); err != nil {
-		t.Fatal(err)
-	}
+	r.createCustomer(ctx, t, "faults", "Faults Inc.")
 
-	emails := make([]string, invitations)
-	for i := range emails {
-		emails[i] = fmt.Sprintf("user%03d@faults.test", i)
-	}
+	emails := addresses("faults.test", invitations)
 
 	// The burst: memberships created by 16 writers while the manager sends.
 	var created atomic.Int32

@@ -4,7 +4,6 @@ package faults
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strconv"
 	"sync/atomic"
@@ -19,7 +18,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
-	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 	"github.com/partnerops/customer-operator/internal/testenv"
 )
 
@@ -41,18 +39,8 @@ func TestFailoverDuringInvitationBurst(t *testing.T) {
 		t.Logf("%s: "+format, append([]any{time.Since(started).Round(time.Second)}, args...)...)
 	}
 
-	env, err := testenv.Start(ctx, testenv.Options{})
-	if err != nil {
-		t.Fatalf("the control plane must start (these tests never skip): %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	smtp, err := mailtest.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = smtp.Close() })
-	dir := t.TempDir()
-	bin := buildManager(t, env.Root, dir)
+	r := newRig(ctx, t)
+	env, smtp, dir, bin := r.env, r.smtp, r.dir, r.bin
 	admin := env.Admin
 
 	leader := startManager(t, bin, dir, env, smtp.Addr(), managerRun{name: "a", leaderElect: true})
@@ -77,14 +65,8 @@ func TestFailoverDuringInvitationBurst(t *testing.T) {
 	standby := startManager(t, bin, dir, env, smtp.Addr(), managerRun{name: "b", leaderElect: true, webhookPort: standbyPort})
 	step("replica a leads (%s), replica b stands by", leaderID)
 
-	if err := admin.Create(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "failover"},
-		Spec: v1alpha1.CustomerSpec{Identifier: "failover", DisplayName: "Failover GmbH"}}); err != nil {
-		t.Fatal(err)
-	}
-	emails := make([]string, burst)
-	for i := range emails {
-		emails[i] = fmt.Sprintf("user%03d@failover.test", i)
-	}
+	r.createCustomer(ctx, t, "failover", "Failover GmbH")
+	emails := addresses("failover.test", burst)
 	var created atomic.Int32
 	waitCreated := createMemberships(ctx, admin, "failover", emails, &created)
 	for len(smtp.Messages()) < burst/5 {

@@ -3,10 +3,65 @@
 package faults
 
 import (
+	"context"
+	"fmt"
+	"testing"
+
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/mail/mailtest"
+	"github.com/partnerops/customer-operator/internal/testenv"
 )
 
 // The managers under test log to their own files (manager-<name>.log in the
 // test's temp dir, whose tail a failure prints); envtest's own chatter is dropped.
 func init() { logf.SetLogger(logr.Discard()) }
+
+// rig is what every fault test starts from: a control plane, a real SMTP server and
+// the manager binary built into the test's temp dir.
+type rig struct {
+	env  *testenv.Env
+	smtp *mailtest.Server
+	dir  string
+	bin  string
+}
+
+// newRig starts the control plane and the SMTP server and builds the manager; all
+// of it is stopped when the test ends. A control plane that cannot start fails the
+// test: these tests never skip.
+func newRig(ctx context.Context, t *testing.T) *rig {
+	t.Helper()
+	env, err := testenv.Start(ctx, testenv.Options{})
+	if err != nil {
+		t.Fatalf("the control plane must start (these tests never skip): %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	smtp, err := mailtest.NewServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = smtp.Close() })
+	dir := t.TempDir()
+	return &rig{env: env, smtp: smtp, dir: dir, bin: buildManager(t, env.Root, dir)}
+}
+
+// createCustomer creates the Customer the burst's memberships belong to.
+func (r *rig) createCustomer(ctx context.Context, t *testing.T, name, displayName string) {
+	t.Helper()
+	if err := r.env.Admin.Create(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.CustomerSpec{Identifier: name, DisplayName: displayName}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addresses returns n distinct e-mail addresses in domain.
+func addresses(domain string, n int) []string {
+	emails := make([]string, n)
+	for i := range emails {
+		emails[i] = fmt.Sprintf("user%03d@%s", i, domain)
+	}
+	return emails
+}

@@ -13,8 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
-	"github.com/partnerops/customer-operator/internal/mail/mailtest"
-	"github.com/partnerops/customer-operator/internal/testenv"
 )
 
 // outage is how long the SMTP server is down (issue 8: 60 s).
@@ -30,28 +28,12 @@ func TestSMTPOutageDuringBurst(t *testing.T) {
 	defer cancel()
 	started := time.Now()
 
-	env, err := testenv.Start(ctx, testenv.Options{})
-	if err != nil {
-		t.Fatalf("the control plane must start (these tests never skip): %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	smtp, err := mailtest.NewServer()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = smtp.Close() })
-	dir := t.TempDir()
-	bin := buildManager(t, env.Root, dir)
+	r := newRig(ctx, t)
+	env, smtp, dir, bin := r.env, r.smtp, r.dir, r.bin
 	manager := startManager(t, bin, dir, env, smtp.Addr(), managerRun{name: "outage"})
 	admin := env.Admin
-	if err := admin.Create(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "outage"},
-		Spec: v1alpha1.CustomerSpec{Identifier: "outage", DisplayName: "Outage Ltd."}}); err != nil {
-		t.Fatal(err)
-	}
-	emails := make([]string, burst)
-	for i := range emails {
-		emails[i] = fmt.Sprintf("user%03d@outage.test", i)
-	}
+	r.createCustomer(ctx, t, "outage", "Outage Ltd.")
+	emails := addresses("outage.test", burst)
 	create := func(from, to int) {
 		for i := from; i < to; i++ {
 			m := &v1alpha1.CustomerMembership{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("outage-%03d", i)},
