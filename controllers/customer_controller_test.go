@@ -65,8 +65,7 @@ var _ = Describe("Customer", func() {
 		By("reading as InProgress while a newer generation is not reconciled yet")
 		// The API server's answer to the update is the object as stored, before any
 		// reconcile of the new generation could have happened.
-		c.Spec.DisplayName = "Ready Company"
-		Expect(admin.Update(ctx, c)).To(Succeed())
+		Expect(updateFresh(c, func() { c.Spec.DisplayName = "Ready Company" })).To(Succeed())
 		Expect(c.Generation).To(BeNumerically(">", c.Status.ObservedGeneration))
 		Expect(kstatusOf(c)).To(Equal(status.InProgressStatus))
 
@@ -117,8 +116,7 @@ var _ = Describe("Customer", func() {
 	It("refuses to change the identifier, naming the field and the rule", func() {
 		c := newCustomer("immutable-co", "Immutable Co")
 		Expect(admin.Create(ctx, c)).To(Succeed())
-		c.Spec.Identifier = "renamed-co"
-		err := admin.Update(ctx, c)
+		err := updateFresh(c, func() { c.Spec.Identifier = "renamed-co" })
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("spec.identifier is immutable"))
 	})

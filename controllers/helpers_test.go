@@ -5,6 +5,7 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -38,4 +39,17 @@ func withoutWebhook(name string, f func()) {
 		}()
 	}
 	f()
+}
+
+// updateFresh reads obj anew, applies mutate and updates it as admin, again on a
+// conflict: the operator writes finalizers and status concurrently, and a test
+// about validation must see the validation error, not a stale resourceVersion.
+func updateFresh(obj client.Object, mutate func()) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := admin.Get(ctx, client.ObjectKeyFromObject(obj), obj); err != nil {
+			return err
+		}
+		mutate()
+		return admin.Update(ctx, obj)
+	})
 }

@@ -464,10 +464,8 @@ var _ = Describe("Projects", func() {
 
 			const customer = "pq-leaving"
 			pqCustomer(customer, nil)
-			c := &v1alpha1.Customer{}
-			Expect(admin.Get(ctx, types.NamespacedName{Name: customer}, c)).To(Succeed())
-			controllerutil.AddFinalizer(c, "pqtest.partnerops.io/hold")
-			Expect(admin.Update(ctx, c)).To(Succeed())
+			c := &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: customer}}
+			Expect(updateFresh(c, func() { controllerutil.AddFinalizer(c, "pqtest.partnerops.io/hold") })).To(Succeed())
 			DeferCleanup(func() {
 				// The operator removes its own finalizer meanwhile: retry on conflict.
 				Eventually(func() error {
