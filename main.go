@@ -16,6 +16,7 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/partnerops/customer-operator/internal/operator"
 )
@@ -28,6 +29,10 @@ func main() {
 		"Serve metrics over HTTPS to authenticated and authorized scrapers only (TokenReview, SubjectAccessReview).")
 	flag.StringVar(&opts.HealthProbeBindAddress, "health-probe-bind-address", opts.HealthProbeBindAddress,
 		"The address the /healthz and /readyz endpoints bind to.")
+	flag.StringVar(&opts.PprofBindAddress, "pprof-bind-address", opts.PprofBindAddress,
+		`The address net/http/pprof binds to ("" or "0" disables it; keep it on loopback).`)
+	flag.IntVar(&opts.ConcurrentReconciles, "concurrent-reconciles", opts.ConcurrentReconciles,
+		"How many objects each controller reconciles at once; for memberships also the most invitations a crash can send twice.")
 	flag.BoolVar(&opts.LeaderElect, "leader-elect", opts.LeaderElect,
 		"Run the controllers in one replica at a time (every replica serves webhooks and the portal).")
 	flag.StringVar(&opts.Namespace, "namespace", envOr("POD_NAMESPACE", opts.Namespace),
@@ -64,6 +69,9 @@ func main() {
 	opts.DefaultMaxProjects = int32(defaultMax)
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	// API request latency by verb, as Kubernetes' own controllers export it: what
+	// the admission webhook and the controllers wait for (docs/benchmarks.md).
+	metrics.RegisterRESTClientMetrics(metrics.MetricRequestLatency)
 	setupLog := ctrl.Log.WithName("setup")
 
 	cfg, err := ctrl.GetConfig()

@@ -269,12 +269,20 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.Customer{}).
 		Watches(&corev1.Namespace{}, enqueueProjectCustomers(),
 			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
-		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership)).
+		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership),
+			builder.WithPredicates(memberCountPredicate())).
 		Watches(&v1alpha1.CustomerQuota{}, handler.EnqueueRequestsFromMapFunc(sameName),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("customer").
 		Complete(r)
 }
+
+// ProjectCountDelay is how long a new project waits before its customer is
+// reconciled: the creates of a burst are counted (and their reservations
+// released) in one status write per customer instead of one each. Admission does
+// not wait for it: a namespace holds its slot by its reservation until then, and
+// counts once either way (quota.Tally).
+const ProjectCountDelay = time.Second
 
 // enqueueProjectCustomers maps a project namespace to its customer (and to the
 // CustomerQuota of the same name). When the label moves from one customer to
@@ -282,7 +290,14 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func enqueueProjectCustomers() handler.EventHandler {
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueueCustomerOf(q, e.Object)
+			if e.IsInInitialList {
+				// A (re)start: every Customer is reconciled now anyway.
+				enqueueCustomerOf(q, e.Object)
+				return
+			}
+			if name := e.Object.GetLabels()[v1alpha1.CustomerLabel]; name != "" {
+				q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}, ProjectCountDelay)
+			}
 		},
 		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 			enqueueCustomerOf(q, e.ObjectOld)
@@ -307,6 +322,19 @@ func enqueueCustomerOf(q workqueue.TypedRateLimitingInterface[reconcile.Request]
 func customerOfMembership(_ context.Context, o client.Object) []reconcile.Request {
 	m := o.(*v1alpha1.CustomerMembership)
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: string(m.Spec.Customer)}}}
+}
+
+// memberCountPredicate passes the membership events that can change its
+// customer's member count: creates, deletes, and updates that change whether it is
+// active (accepted, deleted, a duplicate) or what it names (a new generation).
+// Status writes on the way (invitation attempts, sends) do not.
+func memberCountPredicate() predicate.Funcs {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			older, newer := e.ObjectOld.(*v1alpha1.CustomerMembership), e.ObjectNew.(*v1alpha1.CustomerMembership)
+			return older.Generation != newer.Generation || members.IsActive(older) != members.IsActive(newer)
+		},
+	}
 }
 
 // deletionPredicate passes creates, deletes and the start of a deletion.

@@ -173,6 +173,13 @@ var _ = Describe("CustomerMembership invitations", func() {
 		Expect(m.Spec.Email).To(Equal("dana@example.com"))
 		Expect(m.Spec.Invitation).To(Equal(v1alpha1.InvitationEmail), "CRD default")
 
+		By("calling the defaulting webhook only when there is upper case to lower (matchConditions)")
+		defaulted := map[string]string{"webhook": "/mutate-customers-partnerops-io-v1alpha1-customermembership", "code": "200"}
+		calls := counter("controller_runtime_webhook_requests_total", defaulted)
+		Expect(calls).To(BeNumerically(">=", 1), "the mixed-case address above went through it")
+		createMembership(newMembership("mail-once-lower", "mail-once", "already.lower@mail-once.example", v1alpha1.RoleViewer, ""))
+		Expect(counter("controller_runtime_webhook_requests_total", defaulted)).To(Equal(calls))
+
 		By("sending the invitation once, with the customer's name, the role and a link")
 		Eventually(mailsTo("dana@example.com")).Should(HaveLen(1))
 		sent := mailsTo("dana@example.com")()[0]

@@ -220,13 +220,16 @@ func (r *CustomerMembershipReconciler) recordFailure(m *v1alpha1.CustomerMembers
 // touched the membership while the mail was out), it is redone on the freshest
 // object rather than left to the next reconcile, which would send again.
 func (r *CustomerMembershipReconciler) recordSent(ctx context.Context, s *membershipScope, round int32, sentAt time.Time) error {
+	// The whole outcome of the reconcile goes into this one write (conditions as
+	// followExpiry reports them, observedGeneration), so that the reconcile's
+	// closing status patch finds nothing left to write.
 	apply := func(m *v1alpha1.CustomerMembership) {
 		inv := m.Status.Invitation
 		inv.SentTime = &metav1.Time{Time: sentAt}
 		inv.ExpiryTime = &metav1.Time{Time: sentAt.Add(r.InvitationTTL)}
 		inv.LastError = ""
-		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason,
-			fmt.Sprintf("the invitation e-mail (round %d) was sent to %s", round, m.Spec.Email))
+		r.followExpiry(m)
+		m.Status.ObservedGeneration = m.Generation
 	}
 	apply(s.membership)
 	err := s.patcher.PatchStatus(ctx, r.Client, s.membership)

@@ -97,6 +97,9 @@ var _ = Describe("Fail-closed admission", func() {
 				client.RawPatch(types.MergePatchType, []byte(`{"spec":{"identifier":"fc-other"}}`)))
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 			Expect(err.Error()).To(ContainSubstring("spec.identifier is immutable"))
+			Expect(admin.Patch(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: customer}},
+				client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"fc-test":"written"}}}`)))).
+				To(Succeed(), "an update that leaves spec alone (labels, the operator's finalizer) does not call the webhook")
 			err = admin.Patch(ctx, m, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"customer":"fc-other"}}`)))
 			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 			Expect(err.Error()).To(ContainSubstring("spec.customer is immutable"))

@@ -59,6 +59,14 @@ type Options struct {
 	MetricsSecure bool
 	// HealthProbeBindAddress serves /healthz and /readyz.
 	HealthProbeBindAddress string
+	// PprofBindAddress serves net/http/pprof ("" or "0" disables it, the default):
+	// for profiling a running manager (docs/benchmarks.md), never exposed by
+	// config/.
+	PprofBindAddress string
+	// ConcurrentReconciles is how many objects each controller reconciles at once
+	// (0: DefaultConcurrentReconciles). The membership controller's value is also
+	// the bound on invitations a crash can send twice (sends in flight).
+	ConcurrentReconciles int
 	// LeaderElect makes one replica at a time run the controllers; every replica
 	// serves webhooks and the portal.
 	LeaderElect bool
@@ -113,11 +121,15 @@ type Options struct {
 	SkipControllerNameValidation bool
 }
 
+// DefaultConcurrentReconciles is the default of --concurrent-reconciles.
+const DefaultConcurrentReconciles = 4
+
 // DefaultOptions are the defaults of main.go's flags.
 func DefaultOptions() Options {
 	return Options{
 		MetricsBindAddress:     ":8080",
 		HealthProbeBindAddress: ":8081",
+		ConcurrentReconciles:   DefaultConcurrentReconciles,
 		Namespace:              "customer-operator-system",
 		WebhookPort:            9443,
 		SMTPTLS:                "mandatory",
@@ -140,6 +152,9 @@ func (o Options) Validate() error {
 	if o.ReservationGrace < 0 {
 		errs = append(errs, fmt.Errorf("the reservation grace period must not be negative, not %s", o.ReservationGrace))
 	}
+	if o.ConcurrentReconciles < 0 {
+		errs = append(errs, fmt.Errorf("--concurrent-reconciles must be positive, not %d", o.ConcurrentReconciles))
+	}
 	if o.InvitationTTL <= 0 {
 		errs = append(errs, fmt.Errorf("--invitation-ttl must be positive, not %s", o.InvitationTTL))
 	}
@@ -161,6 +176,9 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.ConcurrentReconciles == 0 {
+		opts.ConcurrentReconciles = DefaultConcurrentReconciles
 	}
 
 	var rotator *certrotation.Rotator
@@ -193,6 +211,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		Scheme:                  Scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  opts.HealthProbeBindAddress,
+		PprofBindAddress:        opts.PprofBindAddress,
 		LeaderElection:          opts.LeaderElect,
 		LeaderElectionID:        "customer-operator.partnerops.io",
 		LeaderElectionNamespace: opts.Namespace,
@@ -205,8 +224,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 			CertDir: opts.WebhookCertDir,
 			TLSOpts: webhookTLS,
 		}),
-		Cache:      cacheOptions(opts),
-		Controller: config.Controller{SkipNameValidation: &opts.SkipControllerNameValidation},
+		Cache: cacheOptions(opts),
+		Controller: config.Controller{
+			SkipNameValidation:      &opts.SkipControllerNameValidation,
+			MaxConcurrentReconciles: opts.ConcurrentReconciles,
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -341,6 +363,8 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 		Links:          controllers.TokenLinks{Key: key, PortalURL: opts.PortalURL},
 		InvitationTTL:  opts.InvitationTTL,
 		UsernamePrefix: opts.UsernamePrefix,
+
+		MaxConcurrentReconciles: opts.ConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CustomerMembership controller: %w", err)
 	}

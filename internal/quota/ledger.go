@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -35,12 +36,13 @@ var conflictBackoff = wait.Backoff{Steps: 10, Duration: 5 * time.Millisecond, Fa
 // controller, the optimistic lock decides: a conflict re-reads the Customer and
 // decides the whole batch again.
 type Ledger struct {
-	// APIReader reads the Customer as stored (uncached): slots are decided against
-	// the latest reservations, never a cache's.
+	// APIReader reads the Customer as stored (uncached): every decision is taken
+	// or validated against the latest reservations, never only a cache's.
 	APIReader client.Reader
 	// Client writes the Customer's status.
 	Client client.Client
-	// Cache reads live projects (by NamespaceCustomerIndex) and CustomerQuotas.
+	// Cache reads live projects (by NamespaceCustomerIndex), CustomerQuotas, and
+	// the Customer for a first attempt that the optimistic lock validates.
 	Cache client.Reader
 	// DefaultMaxProjects caps customers without a CustomerQuota.
 	DefaultMaxProjects int32
@@ -55,7 +57,23 @@ type Ledger struct {
 	// queued holds, for each customer whose batch writer is running, the requests
 	// for its next batch. A customer without a running writer has no key.
 	queued map[string][]*slotRequest
+	// written remembers, per customer, the Customer as this ledger last wrote it,
+	// until the cache has caught up: the next create of a burst then starts from
+	// the ledger's own write instead of conflicting with it.
+	written map[string]ownWrite
 }
+
+// ownWrite is a Customer as the ledger wrote it, and the resourceVersion that write
+// replaced: while the cache still shows that version, this one is newer.
+type ownWrite struct {
+	replaced string
+	customer *v1alpha1.Customer
+	at       time.Time
+}
+
+// ownWriteTTL bounds how long a write is remembered: a watch event normally
+// reaches the cache in milliseconds.
+const ownWriteTTL = 10 * time.Second
 
 type slotRequest struct {
 	namespace string
@@ -137,9 +155,15 @@ func (l *Ledger) writeBatches(customer string) {
 	}
 }
 
-// decide reads the Customer fresh, decides every namespace in order and, when
-// reserve is set and something changed, writes the reservations with an optimistic
-// lock, deciding again from a fresh read after a conflict.
+// decide decides every namespace in order and, when reserve is set and something
+// changed, writes the reservations with an optimistic lock.
+//
+// The first attempt reads the Customer from the cache: when it leads to a write,
+// the lock validates it (a stale read conflicts), so the common case costs one
+// round trip to the API server. A decision that writes nothing (a denial, a
+// namespace that holds its slot already, a dry run) has no lock to validate it, so
+// it is taken again from the Customer as stored; so is every attempt after a
+// conflict.
 func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []string, reserve bool) ([]Decision, error) {
 	var decisions []Decision
 	all := func(outcome Outcome) {
@@ -148,16 +172,31 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 			decisions[i] = Decision{Outcome: outcome, Customer: customerName}
 		}
 	}
-	err := retry.OnError(conflictBackoff, apierrors.IsConflict, func() error {
+	cached := l.Cache != nil && reserve
+	attempt := func() error {
+		fromCache := cached
+		cached = false
+		reader := l.APIReader
+		if fromCache {
+			reader = l.Cache
+		}
 		customer := &v1alpha1.Customer{}
-		if err := l.APIReader.Get(ctx, client.ObjectKey{Name: customerName}, customer); err != nil {
+		err := reader.Get(ctx, client.ObjectKey{Name: customerName}, customer)
+		if fromCache && err == nil {
+			customer = l.newerOwnWrite(customer)
+		}
+		if err != nil {
 			if apierrors.IsNotFound(err) {
+				if fromCache {
+					return errRetryUncached
+				}
 				all(CustomerNotFound)
 				return nil
 			}
 			return fmt.Errorf("reading customer %q: %w", customerName, err)
 		}
 		if !customer.DeletionTimestamp.IsZero() {
+			// Deletion is for good: a cache that shows it is right.
 			all(CustomerDeleting)
 			return nil
 		}
@@ -178,6 +217,9 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 			decisions[i] = tally.Admit(ns, limit, expiresAt)
 		}
 		if !reserve || !tally.Changed() {
+			if fromCache {
+				return errRetryUncached
+			}
 			return nil
 		}
 		before := customer.DeepCopy()
@@ -185,12 +227,66 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 		// The resourceVersion of the read is the lock: no other writer's change to
 		// the Customer (a reservation, the controller's release) can be lost.
 		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		return l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager))
+		if err := l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager)); err != nil {
+			l.forgetOwnWrite(customerName)
+			return err
+		}
+		l.rememberOwnWrite(before.ResourceVersion, customer)
+		return nil
+	}
+	err := retry.OnError(conflictBackoff, apierrors.IsConflict, func() error {
+		if err := attempt(); !errors.Is(err, errRetryUncached) {
+			return err
+		}
+		return attempt()
 	})
 	if err != nil {
 		return nil, err
 	}
 	return decisions, nil
+}
+
+// errRetryUncached makes decide take a decision read from the cache again from
+// the Customer as stored.
+var errRetryUncached = errors.New("decision from the cache needs confirming")
+
+// newerOwnWrite returns this ledger's last write of the customer if the cached
+// copy is the version that write replaced (the cache has not seen it yet), else
+// the cached copy. Either way the write that follows carries the lock.
+func (l *Ledger) newerOwnWrite(cached *v1alpha1.Customer) *v1alpha1.Customer {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w, ok := l.written[cached.Name]
+	if !ok {
+		return cached
+	}
+	if w.replaced != cached.ResourceVersion || w.customer.UID != cached.UID {
+		// The cache has our write, or a newer one: it is current again.
+		delete(l.written, cached.Name)
+		return cached
+	}
+	return w.customer.DeepCopy()
+}
+
+func (l *Ledger) rememberOwnWrite(replaced string, written *v1alpha1.Customer) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.written == nil {
+		l.written = map[string]ownWrite{}
+	}
+	for name, w := range l.written {
+		if now.Sub(w.at) > ownWriteTTL {
+			delete(l.written, name)
+		}
+	}
+	l.written[written.Name] = ownWrite{replaced: replaced, customer: written.DeepCopy(), at: now}
+}
+
+func (l *Ledger) forgetOwnWrite(customer string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.written, customer)
 }
 
 // liveProjects reads the customer's live projects from the cache.

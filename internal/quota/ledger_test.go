@@ -57,16 +57,9 @@ func newLedger(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) (*
 	}, c
 }
 
-func project(name, customer string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: customer}}}
-}
-
-func TestLedgerAdmitsExactlyTheQuotaUnderConcurrency(t *testing.T) {
-	g := NewWithT(t)
-	// Batching makes the ledger the only writer of a customer within a replica:
-	// concurrent requests never conflict with each other.
-	var writes, conflicts atomic.Int32
-	funcs := &interceptor.Funcs{
+// countPatches counts the ledger's status writes and the conflicts among them.
+func countPatches(writes, conflicts *atomic.Int32) *interceptor.Funcs {
+	return &interceptor.Funcs{
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 			writes.Add(1)
 			err := c.SubResource(sub).Patch(ctx, obj, patch, opts...)
@@ -76,6 +69,18 @@ func TestLedgerAdmitsExactlyTheQuotaUnderConcurrency(t *testing.T) {
 			return err
 		},
 	}
+}
+
+func project(name, customer string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: customer}}}
+}
+
+func TestLedgerAdmitsExactlyTheQuotaUnderConcurrency(t *testing.T) {
+	g := NewWithT(t)
+	// Batching makes the ledger the only writer of a customer within a replica:
+	// concurrent requests never conflict with each other.
+	var writes, conflicts atomic.Int32
+	funcs := countPatches(&writes, &conflicts)
 	ledger, c := newLedger(t, funcs, customerWith(0))
 
 	var admitted, refused atomic.Int32
@@ -204,4 +209,119 @@ func TestLedgerGivesUpAfterBoundedConflicts(t *testing.T) {
 	ledger, _ := newLedger(t, funcs, customerWith(0))
 	_, err := ledger.Reserve(context.Background(), "acme", "acme-web")
 	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+}
+
+// staleCache answers Customer reads with a fixed, older copy and everything else
+// from the store: a cache that has not seen the latest writes yet.
+type staleCache struct {
+	client.Reader
+	customer *v1alpha1.Customer
+	reads    atomic.Int32
+}
+
+func (s *staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if c, ok := obj.(*v1alpha1.Customer); ok {
+		s.reads.Add(1)
+		s.customer.DeepCopyInto(c)
+		return nil
+	}
+	return s.Reader.Get(ctx, key, obj, opts...)
+}
+
+func quotaOf(max int32) *v1alpha1.CustomerQuota {
+	return &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: v1alpha1.CustomerQuotaSpec{Customer: "acme", MaxProjects: ptr.To(max)}}
+}
+
+// A cache that misses a reservation would admit one project too many: the write
+// based on it conflicts, and the decision is taken again from the store.
+func TestLedgerStaleCacheMissingAReservationConflicts(t *testing.T) {
+	g := NewWithT(t)
+	ledger, c := newLedger(t, nil, customerWith(0, reservation("acme-api", t0.Add(time.Minute))), quotaOf(1))
+	var stored v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &stored)).To(Succeed())
+	stale := customerWith(0)
+	stale.ResourceVersion = "1" // older than the store's
+	g.Expect(stale.ResourceVersion).NotTo(Equal(stored.ResourceVersion))
+	cache := &staleCache{Reader: c, customer: stale}
+	ledger.Cache = cache
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "acme-api's reservation holds the only slot")
+	g.Expect(cache.reads.Load()).To(Equal(int32(1)), "the cache is tried once, then the store decides")
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &stored)).To(Succeed())
+	g.Expect(stored.Status.Reservations).To(ConsistOf(HaveField("Namespace", "acme-api")))
+}
+
+// A cache that still shows a released reservation would deny a create that has a
+// free slot: a denial is never taken from the cache alone.
+func TestLedgerDenialFromTheCacheIsConfirmed(t *testing.T) {
+	g := NewWithT(t)
+	ledger, c := newLedger(t, nil, customerWith(0), quotaOf(1))
+	cache := &staleCache{Reader: c, customer: customerWith(0, reservation("acme-api", t0.Add(time.Minute)))}
+	ledger.Cache = cache
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	var stored v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &stored)).To(Succeed())
+	g.Expect(stored.Status.Reservations).To(ConsistOf(HaveField("Namespace", "acme-web")))
+}
+
+// The common case: a current cache decides, and the write is the only round trip.
+func TestLedgerCurrentCacheWritesOnce(t *testing.T) {
+	g := NewWithT(t)
+	var writes, conflicts atomic.Int32
+	ledger, c := newLedger(t, countPatches(&writes, &conflicts), customerWith(0), quotaOf(2))
+	var apiReads atomic.Int32
+	ledger.APIReader = readerFunc(func(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		apiReads.Add(1)
+		return c.Get(ctx, key, obj, opts...)
+	})
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	g.Expect(writes.Load()).To(Equal(int32(1)))
+	g.Expect(conflicts.Load()).To(BeZero())
+	g.Expect(apiReads.Load()).To(BeZero(), "no uncached read when the write validates the cached one")
+}
+
+type readerFunc func(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error
+
+func (f readerFunc) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	return f(ctx, key, obj, opts...)
+}
+
+func (readerFunc) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return fmt.Errorf("not used")
+}
+
+// Serial creates for one customer: the cache has not yet seen the ledger's own
+// last write, so the next decision starts from that write instead of conflicting.
+func TestLedgerStartsFromItsOwnWriteWhileTheCacheLags(t *testing.T) {
+	g := NewWithT(t)
+	var writes, conflicts atomic.Int32
+	funcs := countPatches(&writes, &conflicts)
+	ledger, c := newLedger(t, funcs, customerWith(0), quotaOf(2))
+	var initial v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &initial)).To(Succeed())
+	ledger.Cache = &staleCache{Reader: c, customer: &initial} // never sees a write
+
+	for _, ns := range []string{"acme-web", "acme-api"} {
+		d, err := ledger.Reserve(context.Background(), "acme", ns)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.Outcome).To(Equal(Reserved), ns)
+	}
+	g.Expect(writes.Load()).To(Equal(int32(2)))
+	g.Expect(conflicts.Load()).To(BeZero())
+
+	// The third is over quota: a denial is confirmed from the store, which has both.
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-db")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota))
+	var stored v1alpha1.Customer
+	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &stored)).To(Succeed())
+	g.Expect(stored.Status.Reservations).To(ConsistOf(HaveField("Namespace", "acme-web"), HaveField("Namespace", "acme-api")))
 }

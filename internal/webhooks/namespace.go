@@ -37,9 +37,10 @@ import (
 // +kubebuilder:rbac:groups=customers.partnerops.io,resources=customerquotas,verbs=get;list;watch
 // +kubebuilder:rbac:groups=customers.partnerops.io,resources=customermemberships,verbs=get;list;watch
 
-// membershipUsernameIndex indexes CustomerMemberships by the username they grant
-// (members.Username with --username-prefix), to tell whether a requester is an
-// Admin of any customer.
+// membershipUsernameIndex indexes the active Admin CustomerMemberships by the
+// username they grant (members.Username with --username-prefix), to tell whether a
+// requester is an Admin of any customer. Only those: an index entry costs memory
+// per membership, and no other membership can let anyone create a project.
 const membershipUsernameIndex = "customers.partnerops.io/username"
 
 var namespacesResource = schema.GroupResource{Resource: "namespaces"}
@@ -96,7 +97,11 @@ var _ admission.Validator[*corev1.Namespace] = &NamespaceValidator{}
 func setupNamespaceWebhook(mgr ctrl.Manager, opts Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &v1alpha1.CustomerMembership{}, membershipUsernameIndex,
 		func(o client.Object) []string {
-			return []string{members.Username(o.(*v1alpha1.CustomerMembership), opts.UsernamePrefix)}
+			m := o.(*v1alpha1.CustomerMembership)
+			if m.Spec.Role != v1alpha1.RoleAdmin || !members.IsActive(m) {
+				return nil
+			}
+			return []string{members.Username(m, opts.UsernamePrefix)}
 		}); err != nil {
 		return fmt.Errorf("indexing memberships by username: %w", err)
 	}
