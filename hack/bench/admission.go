@@ -38,6 +38,10 @@ type admissionRun struct {
 // share of requests handled within 10 ms, their number and mean (seconds).
 type serverLatency struct {
 	within10ms, count, mean float64
+	// patchMean is the mean latency of the manager's PATCH requests in the same
+	// window (client-go's rest_client_request_duration_seconds): the API server's
+	// share of the handler's time, one reservation write per admitted create.
+	patchMean float64
 }
 
 func percentile(ds []time.Duration, q float64) float64 {
@@ -128,15 +132,35 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 		}
 		isNamespaceHook := label("webhook", namespaceWebhookPath)
 		cpu := childCPU()
+		serverBefore, err := b.apiserverMetrics(ctx)
+		if err != nil {
+			return nil, err
+		}
+		profiled := make(chan struct{})
+		go func() {
+			defer close(profiled)
+			if mode == modeOurs {
+				b.saveProfile(ctx, "admission-cpu.pprof", "profile?seconds=5", 20*time.Second)
+			}
+		}()
 		before, after, err := concurrent("spread", func(w int) string { return fmt.Sprintf("cust-%d", w) }, &run.spread)
 		if err != nil {
 			return nil, err
 		}
 		run.cpu = cpuSince(cpu)
+		<-profiled
+		serverAfter, err := b.apiserverMetrics(ctx)
+		if err != nil {
+			return nil, err
+		}
+		created := float64(creators * b.s.CreatesPerCreator)
+		b.logBreakdown(fmt.Sprintf("API server writes, %s, %d creators on distinct customers", mode, creators),
+			serverWrites(serverBefore, serverAfter), created, "namespace")
 		run.requestsSpread = requestsSince(before, after)
 		if mode == modeOurs {
 			l := &run.serverSpread
 			l.within10ms, l.count, l.mean = histogramShare(before, after, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
+			_, _, l.patchMean = histogramShare(before, after, "rest_client_request_duration_seconds", label("verb", "PATCH"), 0.005)
 		}
 		before, after, err = concurrent("hot", func(int) string { return "cust-0" }, &run.hot)
 		if err != nil {

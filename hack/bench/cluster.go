@@ -50,8 +50,10 @@ type bench struct {
 	kubeconfig string
 
 	metricsAddr, healthAddr, portalAddr string
-	manager                             *localcluster.Process
-	managerStarts                       int
+	// pprofAddr serves the manager's net/http/pprof (loopback).
+	pprofAddr     string
+	manager       *localcluster.Process
+	managerStarts int
 
 	// webhooks are the configurations as installed, restored after the floor
 	// runs without them.
@@ -104,7 +106,7 @@ func (b *bench) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, addr := range []*string{&b.metricsAddr, &b.healthAddr, &b.portalAddr} {
+	for _, addr := range []*string{&b.metricsAddr, &b.healthAddr, &b.portalAddr, &b.pprofAddr} {
 		if *addr, err = freeAddr(); err != nil {
 			return err
 		}
@@ -164,6 +166,7 @@ func (b *bench) startManager(ctx context.Context) error {
 		"--webhook-port=" + strconv.Itoa(port),
 		"--webhook-cert-dir=" + certDir,
 		"--metrics-bind-address=" + b.metricsAddr,
+		"--pprof-bind-address=" + b.pprofAddr,
 		"--health-probe-bind-address=" + b.healthAddr,
 		"--portal-bind-address=" + b.portalAddr,
 		"--portal-url=http://" + b.portalAddr,

@@ -27,11 +27,15 @@ type metrics []sample
 var scrapeClient = &http.Client{Timeout: 10 * time.Second}
 
 func scrape(ctx context.Context, url string) (metrics, error) {
+	return scrapeWith(ctx, scrapeClient, url)
+}
+
+func scrapeWith(ctx context.Context, hc *http.Client, url string) (metrics, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := scrapeClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

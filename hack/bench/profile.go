@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+)
+
+// apiserverMetrics scrapes kube-apiserver's own /metrics as the admin: what the
+// server did, whoever asked (the manager, the bench, kube-controller-manager).
+func (b *bench) apiserverMetrics(ctx context.Context) (metrics, error) {
+	hc, err := rest.HTTPClientFor(b.adminCfg)
+	if err != nil {
+		return nil, err
+	}
+	return scrapeWith(ctx, hc, strings.TrimRight(b.adminCfg.Host, "/")+"/metrics")
+}
+
+// serverWriteVerbs are apiserver_request_total's verbs that change state.
+var serverWriteVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true, "APPLY": true, "DELETE": true, "DELETECOLLECTION": true}
+
+// serverWrites breaks the writes the API server answered between two scrapes down
+// by resource[/subresource], verb and code: where convergence's writes go.
+func serverWrites(before, after metrics) map[string]float64 {
+	count := func(m metrics) map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range m {
+			if s.name != "apiserver_request_total" || !serverWriteVerbs[s.labels["verb"]] {
+				continue
+			}
+			res := s.labels["resource"]
+			if sub := s.labels["subresource"]; sub != "" {
+				res += "/" + sub
+			}
+			out[fmt.Sprintf("%s %s %s", res, s.labels["verb"], s.labels["code"])] += s.value
+		}
+		return out
+	}
+	return increase(count(before), count(after))
+}
+
+// webhookCalls counts the API server's calls to each admission webhook between two
+// scrapes.
+func webhookCalls(before, after metrics) map[string]float64 {
+	count := func(m metrics) map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range m {
+			if s.name == "apiserver_admission_webhook_admission_duration_seconds_count" {
+				out[s.labels["name"]+" "+s.labels["operation"]] += s.value
+			}
+		}
+		return out
+	}
+	return increase(count(before), count(after))
+}
+
+// increase is what each count grew by between two scrapes (counts that did not
+// grow are left out).
+func increase(before, after map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// logBreakdown prints a count map largest first, and each count per unit (per
+// customer, per namespace created).
+func (b *bench) logBreakdown(title string, counts map[string]float64, n float64, unit string) {
+	keys := make([]string, 0, len(counts))
+	var total float64
+	for k, v := range counts {
+		keys = append(keys, k)
+		total += v
+	}
+	sort.Slice(keys, func(i, j int) bool { return counts[keys[i]] > counts[keys[j]] })
+	b.log("%s: %.0f in all, %.2f per %s", title, total, total/n, unit)
+	for _, k := range keys {
+		b.log("  %-60s %8.0f  %6.2f/%s", k, counts[k], counts[k]/n, unit)
+	}
+}
+
+// saveProfile fetches one pprof profile from the manager into the work directory
+// (BENCH_KEEP=true keeps it), for `go tool pprof <manager> <file>`.
+func (b *bench) saveProfile(ctx context.Context, name, query string, timeout time.Duration) {
+	if b.pprofAddr == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.pprofAddr+"/debug/pprof/"+query, nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.log("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	path := filepath.Join(b.workDir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		b.log("profile %s: %v", name, err)
+		return
+	}
+	b.log("saved %s", path)
+}
