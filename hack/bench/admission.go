@@ -27,6 +27,9 @@ type admissionRun struct {
 	// server is our handler's own latency in the spread and hot runs, from
 	// controller_runtime_webhook_latency_seconds; only for modeOurs.
 	serverSpread, serverHot serverLatency
+	// serverLatency is the API server's mean latency of each kind of write in the
+	// spread run, in ms.
+	serverLatency map[string]float64
 	// cpu is the CPU seconds each process used in the spread run.
 	cpu map[string]float64
 	// requestsSpread and requestsHot are the manager's API requests in those
@@ -156,6 +159,11 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 		created := float64(creators * b.s.CreatesPerCreator)
 		b.logBreakdown(fmt.Sprintf("API server writes, %s, %d creators on distinct customers", mode, creators),
 			serverWrites(serverBefore, serverAfter), created, "namespace")
+		latency := serverWriteLatency(serverBefore, serverAfter)
+		run.serverLatency = latency
+		for k, ms := range latency {
+			b.log("  API server's mean latency, %-44s %8.1f ms", k, ms)
+		}
 		run.requestsSpread = requestsSince(before, after)
 		if mode == modeOurs {
 			l := &run.serverSpread

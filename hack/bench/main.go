@@ -364,6 +364,7 @@ func addAdmissionRows(res *result, adm map[admissionMode]*admissionRun, s settin
 	res.add(row{Section: "2 admission", Metric: fmt.Sprintf("our handler, %d concurrent: mean, and the API server's PATCH in it", creators),
 		Ours: sp.mean * 1000, Baseline: sp.patchMean * 1000, Unit: "ms",
 		Note: fmt.Sprintf("baseline: the manager's mean PATCH latency in the same window (one reservation write per create); the rest, %.1f ms, is the handler's own", (sp.mean-sp.patchMean)*1000)})
+	res.Details["admissionServerWriteLatencyMsSpread"] = map[string]any{"none": none.serverLatency, "allowAll": allow.serverLatency, "ours": ours.serverLatency}
 	res.Details["admissionCPUSecondsSpread"] = map[string]any{"none": none.cpu, "allowAll": allow.cpu, "ours": ours.cpu}
 	res.Details["admissionManagerRequestsSpread"] = map[string]any{"none": none.requestsSpread, "allowAll": allow.requestsSpread, "ours": ours.requestsSpread}
 	res.Details["admissionManagerRequestsHot"] = map[string]any{"none": none.requestsHot, "allowAll": allow.requestsHot, "ours": ours.requestsHot}

@@ -47,6 +47,32 @@ func serverWrites(before, after metrics) map[string]float64 {
 	return increase(count(before), count(after))
 }
 
+// serverWriteLatency is the API server's own mean latency (apiserver_request_duration_seconds,
+// from the request's arrival to its answer, admission webhooks included) of each kind
+// of write between two scrapes, in milliseconds.
+func serverWriteLatency(before, after metrics) map[string]float64 {
+	sums := func(m metrics, suffix string) map[string]float64 {
+		out := map[string]float64{}
+		for _, s := range m {
+			if s.name != "apiserver_request_duration_seconds"+suffix || !serverWriteVerbs[s.labels["verb"]] {
+				continue
+			}
+			res := s.labels["resource"]
+			if sub := s.labels["subresource"]; sub != "" {
+				res += "/" + sub
+			}
+			out[res+" "+s.labels["verb"]] += s.value
+		}
+		return out
+	}
+	total, count := increase(sums(before, "_sum"), sums(after, "_sum")), increase(sums(before, "_count"), sums(after, "_count"))
+	out := map[string]float64{}
+	for k, n := range count {
+		out[k] = total[k] / n * 1000
+	}
+	return out
+}
+
 // webhookCalls counts the API server's calls to each admission webhook between two
 // scrapes.
 func webhookCalls(before, after metrics) map[string]float64 {
