@@ -14,9 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -56,6 +60,8 @@ type Env struct {
 	Admin client.Client
 
 	controllerManager *localcluster.ControllerManager
+	// apiServerDir holds the API server's certificates and keys; Stop removes it.
+	apiServerDir string
 }
 
 // Options select what Start brings up.
@@ -85,15 +91,24 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		return nil, err
 	}
 
-	env := &Env{Root: root, BinDir: binDir}
+	// The API server's directory is ours, not envtest's: envtest removes a directory
+	// it created on every stop, and with it the serving CA and the client-cert CA,
+	// so a restarted API server would no longer accept the configs handed out.
+	certDir, err := os.MkdirTemp("", "testenv-apiserver-")
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Root: root, BinDir: binDir, apiServerDir: certDir}
 	env.Environment = &envtest.Environment{
 		BinaryAssetsDirectory: binDir,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: webhookOpts,
+		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
 	}
 	env.AdminConfig, err = env.Environment.Start()
 	if err != nil {
+		_ = os.RemoveAll(certDir)
 		return nil, fmt.Errorf("starting envtest with binaries from %s: %w", binDir, err)
 	}
 	// Many concurrent requests in some tests; don't let client-side throttling decide.
@@ -134,7 +149,108 @@ func (e *Env) Stop() error {
 	if e.controllerManager != nil {
 		e.controllerManager.Stop()
 	}
-	return e.Environment.Stop()
+	err := e.Environment.Stop()
+	if e.apiServerDir != "" {
+		err = errors.Join(err, os.RemoveAll(e.apiServerDir))
+	}
+	return err
+}
+
+// KillAPIServer ends kube-apiserver with SIGKILL, as a crash or an OOM kill would,
+// and waits until it is gone. etcd keeps running with its data; so do the
+// certificates, so StartAPIServer can bring the same API server back.
+func (e *Env) KillAPIServer() error {
+	pid, err := e.apiServerPID()
+	if err != nil {
+		return err
+	}
+	proc, err := os.FindProcess(pid)
+	if err == nil {
+		err = proc.Kill() // SIGKILL
+		_ = proc.Release()
+	}
+	if err != nil {
+		return fmt.Errorf("killing kube-apiserver (pid %d): %w", pid, err)
+	}
+	// envtest waits for its child; once reaped, the port is free for the restart.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver (pid %d) still there 30s after SIGKILL", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// StartAPIServer starts kube-apiserver again after KillAPIServer, on the same
+// address, with the same serving certificate, client-certificate CA,
+// service-account keys and etcd: AdminConfig, OperatorConfig, the users added and
+// every kubeconfig written from them keep working. It returns once /healthz is OK.
+func (e *Env) StartAPIServer() error {
+	// The same *APIServer keeps its port, its CertAuthn (the client CA) and the CA
+	// of its serving certificate; with CertDir set by us, Start finds apiserver.crt
+	// and the service-account keys there and generates nothing new.
+	s := e.Environment.ControlPlane.APIServer
+	logPath := filepath.Join(e.apiServerDir, "kube-apiserver-restarted.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	s.Out, s.Err = logFile, logFile
+	defer func() { s.Out, s.Err = nil, nil }()
+	// A client that keeps dialling the dead port can, rarely, be given that very port
+	// as its own source port (a TCP self-connect) and hold it for a moment: try again.
+	for attempt := 1; ; attempt++ {
+		if err = s.Start(); err == nil {
+			return nil
+		}
+		if attempt == 3 {
+			log, _ := os.ReadFile(logPath)
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			return fmt.Errorf("restarting kube-apiserver on %s: %w; its log ends:\n%s", s.SecureServing.HostPort(), err, log)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// apiServerPID finds the running kube-apiserver: envtest keeps its process to
+// itself, so it is looked up as this process's child running kube-apiserver on
+// this environment's secure port.
+func (e *Env) apiServerPID() (int, error) {
+	portArg := "--secure-port=" + e.Environment.ControlPlane.APIServer.SecureServing.Port
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, fmt.Errorf("finding kube-apiserver's process (needs /proc): %w", err)
+	}
+	for _, entry := range entries {
+		pid, err := strconv.Atoi(entry.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if filepath.Base(args[0]) != "kube-apiserver" || !slices.Contains(args[1:], portArg) {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join("/proc", entry.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(status)) {
+			if ppid, ok := strings.CutPrefix(line, "PPid:"); ok && strings.TrimSpace(ppid) == strconv.Itoa(os.Getpid()) {
+				return pid, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("no kube-apiserver with %s among this process's children", portArg)
 }
 
 // WebhookOptions returns the webhook server's host, port and cert dir, to put

@@ -27,6 +27,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/localcluster"
+	"github.com/partnerops/customer-operator/internal/operator"
 	"github.com/partnerops/customer-operator/internal/testenv"
 )
 
@@ -34,13 +35,16 @@ import (
 const invitations = 500
 
 // inFlight bounds the sends that can be in flight when the manager dies: the
-// membership controller's MaxConcurrentReconciles (4), each sending one mail at a time.
-const inFlight = 4
+// membership controller's concurrent reconciles (--concurrent-reconciles, which the
+// tests leave at its default), each sending one mail at a time.
+const inFlight = operator.DefaultConcurrentReconciles
 
 // managerProcess is the operator built from main.go, running as its own process.
 type managerProcess struct {
 	cmd *exec.Cmd
 	log string
+	// done is closed when the process has exited (by itself or killed).
+	done chan struct{}
 }
 
 // buildManager builds main.go into dir once.
@@ -62,7 +66,9 @@ type managerRun struct {
 	// webhookPort is where its webhook server listens; 0: where env's webhook
 	// configuration points.
 	webhookPort int
-	leaderElect bool
+	// healthProbeAddr serves /healthz and /readyz; empty: not served.
+	healthProbeAddr string
+	leaderElect     bool
 }
 
 // startManager runs bin as the operator's ServiceAccount against env, with mail to
@@ -83,8 +89,12 @@ func startManager(t *testing.T, bin, dir string, env *testenv.Env, smtpAddr stri
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	healthProbe := run.healthProbeAddr
+	if healthProbe == "" {
+		healthProbe = "0"
+	}
 	cmd := exec.Command(bin,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0", fmt.Sprintf("--leader-elect=%t", run.leaderElect),
+		"--metrics-bind-address=0", "--health-probe-bind-address="+healthProbe, fmt.Sprintf("--leader-elect=%t", run.leaderElect),
 		"--namespace="+testenv.OperatorNamespace,
 		"--webhook-host="+host, fmt.Sprintf("--webhook-port=%d", port), "--webhook-cert-dir="+certDir,
 		"--webhook-cert-rotation=false",
@@ -96,7 +106,11 @@ func startManager(t *testing.T, bin, dir string, env *testenv.Env, smtpAddr stri
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &managerProcess{cmd: cmd, log: logPath}
+	p := &managerProcess{cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
 	t.Cleanup(func() { p.kill() })
 	// Ready when its webhook server answers TLS.
 	deadline := time.Now().Add(2 * time.Minute)
@@ -106,7 +120,7 @@ func startManager(t *testing.T, bin, dir string, env *testenv.Env, smtpAddr stri
 			_ = conn.Close()
 			return p
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || p.exited() {
 			t.Fatalf("manager %s did not start serving webhooks; log %s:\n%s", run.name, logPath, tail(logPath))
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -115,11 +129,21 @@ func startManager(t *testing.T, bin, dir string, env *testenv.Env, smtpAddr stri
 
 // kill sends SIGKILL (kill -9) and waits for the process to be gone.
 func (p *managerProcess) kill() {
-	if p.cmd.ProcessState != nil {
+	if p.exited() {
 		return
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	<-p.done
+}
+
+// exited reports whether the process has ended.
+func (p *managerProcess) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func freeAddr(t *testing.T) string {
@@ -214,12 +238,7 @@ func TestKillDuringInvitationBurst(t *testing.T) {
 	waitCreated := createMemberships(ctx, admin, "faults", emails, &created)
 
 	// Kill -9 once a fifth of the invitations went out, mid-burst.
-	for len(smtp.Messages()) < invitations/5 {
-		if ctx.Err() != nil {
-			t.Fatalf("only %d mails before the kill point; manager log:\n%s", len(smtp.Messages()), tail(manager.log))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForMails(ctx, t, smtp, invitations/5, manager.log)
 	manager.kill()
 	mailsAtKill := len(smtp.Messages())
 	createdAtKill := created.Load()
@@ -233,12 +252,7 @@ func TestKillDuringInvitationBurst(t *testing.T) {
 	// Wait until every membership says its invitation was sent and every person got mail.
 	var lost []string
 	for {
-		lost = lost[:0]
-		for _, e := range emails {
-			if len(smtp.MessagesTo(e)) == 0 {
-				lost = append(lost, e)
-			}
-		}
+		lost = undelivered(smtp, emails)
 		var list v1alpha1.CustomerMembershipList
 		if err := admin.List(ctx, &list); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,4 +65,38 @@ func addresses(domain string, n int) []string {
 		emails[i] = fmt.Sprintf("user%03d@%s", i, domain)
 	}
 	return emails
+}
+
+// stepLogger logs with the time since the test started, for the timeline a fault
+// test prints.
+func stepLogger(t *testing.T) func(format string, args ...any) {
+	started := time.Now()
+	return func(format string, args ...any) {
+		t.Helper()
+		t.Logf("%s: "+format, append([]any{time.Since(started).Round(time.Second)}, args...)...)
+	}
+}
+
+// waitForMails waits until the SMTP server has at least n messages: the point in a
+// burst where a test injects its fault. It fails the test, with the manager's log,
+// if ctx ends first.
+func waitForMails(ctx context.Context, t *testing.T, smtp *mailtest.Server, n int, managerLog string) {
+	t.Helper()
+	for len(smtp.Messages()) < n {
+		if ctx.Err() != nil {
+			t.Fatalf("only %d of %d mails before the fault; manager log:\n%s", len(smtp.Messages()), n, tail(managerLog))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// undelivered returns the addresses the SMTP server has no message for.
+func undelivered(smtp *mailtest.Server, emails []string) []string {
+	var lost []string
+	for _, e := range emails {
+		if len(smtp.MessagesTo(e)) == 0 {
+			lost = append(lost, e)
+		}
+	}
+	return lost
 }

@@ -26,7 +26,6 @@ func TestSMTPOutageDuringBurst(t *testing.T) {
 	const burst = 200
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
-	started := time.Now()
 
 	r := newRig(ctx, t)
 	env, smtp, dir, bin := r.env, r.smtp, r.dir, r.bin
@@ -44,17 +43,10 @@ func TestSMTPOutageDuringBurst(t *testing.T) {
 		}
 	}
 
-	step := func(format string, args ...any) {
-		t.Logf("%s: "+format, append([]any{time.Since(started).Round(time.Second)}, args...)...)
-	}
+	step := stepLogger(t)
 	step("first half of the burst")
 	create(0, burst/2)
-	for len(smtp.Messages()) < burst/5 {
-		if ctx.Err() != nil {
-			t.Fatalf("only %d mails; manager log:\n%s", len(smtp.Messages()), tail(manager.log))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForMails(ctx, t, smtp, burst/5, manager.log)
 	if err := smtp.Stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +105,7 @@ func TestSMTPOutageDuringBurst(t *testing.T) {
 	step("SMTP server back after %s", time.Since(outageStarted).Round(time.Second))
 	var lost []string
 	for {
-		lost = lost[:0]
-		for _, e := range emails {
-			if len(smtp.MessagesTo(e)) == 0 {
-				lost = append(lost, e)
-			}
-		}
+		lost = undelivered(smtp, emails)
 		if len(lost) == 0 {
 			break
 		}
