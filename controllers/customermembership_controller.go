@@ -72,6 +72,16 @@ type CustomerMembershipReconciler struct {
 	MaxConcurrentReconciles int
 }
 
+// ResyncPeriod is how often the manager's cache hands every object to its
+// controllers again (internal/operator sets it; controller-runtime adds up to 10 %
+// jitter).
+const ResyncPeriod = 10 * time.Hour
+
+// ExpiryHorizon is how far ahead an invitation's expiry is followed with a timed
+// requeue: beyond it, the next resync (at most ResyncPeriod + 10 % away) comes
+// first and sets the timer then.
+const ExpiryHorizon = ResyncPeriod + ResyncPeriod/5
+
 // InvitationLinker makes the link of an invitation: <portal-url>/invitations/<token>,
 // the token derived from the membership's UID and the round, so that a mail re-sent
 // after a crash carries the same link.

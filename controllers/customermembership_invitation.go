@@ -113,8 +113,15 @@ func (r *CustomerMembershipReconciler) followExpiry(m *v1alpha1.CustomerMembersh
 	if inv.ExpiryTime == nil {
 		return ctrl.Result{}
 	}
+	remaining := inv.ExpiryTime.Sub(now)
+	if remaining > ExpiryHorizon {
+		// The periodic resync (ResyncPeriod) comes back before the horizon is
+		// reached; holding every pending invitation in the workqueue for days
+		// would cost memory per membership for nothing.
+		return ctrl.Result{}
+	}
 	// Look again when the link expires (plus a second: the workqueue is not exact).
-	return ctrl.Result{RequeueAfter: inv.ExpiryTime.Sub(now) + time.Second}
+	return ctrl.Result{RequeueAfter: remaining + time.Second}
 }
 
 // send delivers the mail of the current round: the attempt is recorded first (with
@@ -174,15 +181,21 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		logger.Info("Sending the invitation e-mail failed", "error", sendErr.Error())
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
-	round, sentAt := inv.Round, r.Clock.Now()
+	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
 	if err := r.recordSent(ctx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the
 		// same link and Message-ID). This is the duplicate window of the docs.
 		return ctrl.Result{}, true, fmt.Errorf("recording the sent invitation: %w", err)
 	}
 	logger.Info("Sent the invitation e-mail")
-	r.Recorder.Eventf(s.membership, nil, corev1.EventTypeNormal, v1alpha1.InvitationSentReason, "Invite",
-		"sent the invitation e-mail (round %d) to %s", round, s.membership.Spec.Email)
+	if attempts > 1 {
+		// The Normal event that closes the SendFailed Warnings. A mail sent at the
+		// first attempt is recorded in Invited (with its time) only: an event per
+		// membership costs an API write each and sits in the event recorder's
+		// cache for minutes, for thousands of memberships applied at once.
+		r.Recorder.Eventf(s.membership, nil, corev1.EventTypeNormal, v1alpha1.InvitationSentReason, "Invite",
+			"sent the invitation e-mail (round %d) to %s at attempt %d", round, s.membership.Spec.Email, attempts)
+	}
 	return r.followExpiry(s.membership), true, nil
 }
 

@@ -139,11 +139,18 @@ func TestInvitationIsRecordedBeforeItIsSent(t *testing.T) {
 	g.Expect(after.Status.Invitation.SentTime.Time).To(BeTemporally("==", now))
 	g.Expect(after.Status.Invitation.ExpiryTime.Time).To(BeTemporally("==", now.Add(168*time.Hour)))
 	g.Expect(apimeta.IsStatusConditionTrue(after.Status.Conditions, v1alpha1.InvitedCondition)).To(BeTrue())
-	g.Expect(res.RequeueAfter).To(Equal(168*time.Hour+time.Second), "looks again when the link expires")
+	g.Expect(res.RequeueAfter).To(BeZero(), "an expiry beyond ExpiryHorizon is left to the periodic resync")
+	g.Expect(h.r.Recorder.(*events.FakeRecorder).Events).NotTo(Receive(), "a first-attempt send is recorded in Invited, not in an event")
 
 	// A second reconcile sends nothing.
 	h.reconcile(t, "m")
 	g.Expect(h.sent).To(HaveLen(1))
+
+	// Within the horizon (as a resync finds it), the expiry is followed to the second.
+	h.clock.Step(168*time.Hour - ExpiryHorizon + time.Hour)
+	res = h.reconcile(t, "m")
+	g.Expect(res.RequeueAfter).To(Equal(ExpiryHorizon - time.Hour + time.Second))
+	g.Expect(ExpiryHorizon).To(BeNumerically(">", ResyncPeriod+ResyncPeriod/10), "a resync always comes before the horizon is passed")
 }
 
 func TestStaleReadSendsNothing(t *testing.T) {
@@ -233,6 +240,7 @@ func TestFailedSendBacksOffAndWarnsOnce(t *testing.T) {
 	g.Expect(m.Status.Invitation.LastError).To(BeEmpty())
 	g.Expect(m.Status.Invitation.Attempts).To(Equal(int32(3)))
 	g.Expect(apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue())
+	g.Expect(recorder.Events).To(Receive(ContainSubstring("Normal InvitationSent")), "the success that closes the Warnings")
 }
 
 func TestPermanentRefusalStallsUntilANewRound(t *testing.T) {

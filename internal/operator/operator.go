@@ -122,7 +122,7 @@ type Options struct {
 }
 
 // DefaultConcurrentReconciles is the default of --concurrent-reconciles.
-const DefaultConcurrentReconciles = 4
+const DefaultConcurrentReconciles = 8
 
 // DefaultOptions are the defaults of main.go's flags.
 func DefaultOptions() Options {
@@ -325,7 +325,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 func cacheOptions(_ Options) cache.Options {
 	hasCustomer, _ := labels.NewRequirement(v1alpha1.CustomerLabel, selection.Exists, nil)
 	managedByOperator := labels.SelectorFromSet(labels.Set{access.ManagedByLabel: access.ManagedByValue})
+	resync := controllers.ResyncPeriod
 	return cache.Options{
+		// Explicit, because the membership controller relies on it to come back to
+		// invitations that expire beyond controllers.ExpiryHorizon.
+		SyncPeriod:       &resync,
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Namespace{}: {Label: labels.NewSelector().Add(*hasCustomer)},
