@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/partnerops/customer-operator/internal/memlimit"
 	"github.com/partnerops/customer-operator/internal/operator"
 )
 
@@ -63,6 +64,9 @@ func main() {
 		"The project quota of a customer without a CustomerQuota.")
 	flag.StringVar(&opts.UsernamePrefix, "username-prefix", opts.UsernamePrefix,
 		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
+	memoryLimitRatio := 0.9
+	flag.Float64Var(&memoryLimitRatio, "memory-limit-ratio", memoryLimitRatio,
+		"Set the Go runtime's soft memory limit to this share of the container's memory limit (0 disables; $GOMEMLIMIT wins).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -73,6 +77,12 @@ func main() {
 	// the admission webhook and the controllers wait for (docs/benchmarks.md).
 	metrics.RegisterRESTClientMetrics(metrics.MetricRequestLatency)
 	setupLog := ctrl.Log.WithName("setup")
+	softLimit, why, err := memlimit.Apply(memoryLimitRatio)
+	if err != nil {
+		setupLog.Error(err, "Unable to set the memory limit")
+		os.Exit(2)
+	}
+	setupLog.Info("Go memory limit", "bytes", softLimit, "from", why)
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
