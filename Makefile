@@ -93,7 +93,7 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 10s) each.
 	done
 
 .PHONY: bench
-bench: control-plane ## Run the benchmarks (hack/bench; BENCH_CUSTOMERS=1000 for the issue's size) into bin/bench.json.
+bench: control-plane ## Run the benchmarks (hack/bench: 1000 customers, ~3 min; BENCH_CUSTOMERS=10000 for the large run) into bin/bench.json.
 	@if [ -d hack/bench ]; then \
 		set -x && go run ./hack/bench; \
 	else \

@@ -164,6 +164,9 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 		for k, ms := range latency {
 			b.log("  API server's mean latency, %-44s %8.1f ms", k, ms)
 		}
+		for level, ms := range flowControlWait(serverBefore, serverAfter) {
+			b.log("  mean wait in API Priority and Fairness, level %-26s %8.1f ms", level, ms)
+		}
 		run.requestsSpread = requestsSince(before, after)
 		if mode == modeOurs {
 			l := &run.serverSpread

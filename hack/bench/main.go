@@ -9,7 +9,7 @@
 //
 // Settings come from the environment (defaults in parentheses):
 //
-//	BENCH_CUSTOMERS (200)     customers, each with a CustomerQuota and two e-mail memberships
+//	BENCH_CUSTOMERS (1000)    customers, each with a CustomerQuota and two e-mail memberships
 //	BENCH_CONCURRENCY (16)    client workers for the creates (and for the floor)
 //	BENCH_CREATORS (50)       concurrent namespace creators in the admission runs
 //	BENCH_SERIAL (100)        namespace creates in each serial admission run
@@ -79,7 +79,7 @@ func main() {
 		os.Exit(1)
 	}
 	s := settings{
-		Customers:         envInt("BENCH_CUSTOMERS", 200),
+		Customers:         envInt("BENCH_CUSTOMERS", 1000),
 		Concurrency:       envInt("BENCH_CONCURRENCY", 16),
 		Creators:          envInt("BENCH_CREATORS", 50),
 		SerialCreates:     envInt("BENCH_SERIAL", 100),

@@ -51,17 +51,39 @@ func serverWrites(before, after metrics) map[string]float64 {
 // from the request's arrival to its answer, admission webhooks included) of each kind
 // of write between two scrapes, in milliseconds.
 func serverWriteLatency(before, after metrics) map[string]float64 {
+	return histogramMeans(before, after, "apiserver_request_duration_seconds", func(l map[string]string) (string, bool) {
+		if !serverWriteVerbs[l["verb"]] {
+			return "", false
+		}
+		res := l["resource"]
+		if sub := l["subresource"]; sub != "" {
+			res += "/" + sub
+		}
+		return res + " " + l["verb"], true
+	})
+}
+
+// flowControlWait is the mean time requests waited in API Priority and Fairness
+// queues between two scrapes, per priority level, in milliseconds: whether a
+// client's requests queued behind others' before the server even started them.
+func flowControlWait(before, after metrics) map[string]float64 {
+	return histogramMeans(before, after, "apiserver_flowcontrol_request_wait_duration_seconds", func(l map[string]string) (string, bool) {
+		return l["priority_level"], true
+	})
+}
+
+// histogramMeans is the mean of a histogram's observations between two scrapes,
+// in milliseconds, grouped by key (samples for which key says false are left out).
+func histogramMeans(before, after metrics, name string, key func(map[string]string) (string, bool)) map[string]float64 {
 	sums := func(m metrics, suffix string) map[string]float64 {
 		out := map[string]float64{}
 		for _, s := range m {
-			if s.name != "apiserver_request_duration_seconds"+suffix || !serverWriteVerbs[s.labels["verb"]] {
+			if s.name != name+suffix {
 				continue
 			}
-			res := s.labels["resource"]
-			if sub := s.labels["subresource"]; sub != "" {
-				res += "/" + sub
+			if k, ok := key(s.labels); ok {
+				out[k] += s.value
 			}
-			out[res+" "+s.labels["verb"]] += s.value
 		}
 		return out
 	}
