@@ -113,6 +113,20 @@ var _ = Describe("Customer", func() {
 			"spec.displayName", "256"),
 	)
 
+	It("keeps what client-side kubectl apply stored, though its cache drops the last-applied copy", func() {
+		const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+		c := newCustomer("applied-co", "Applied Co")
+		c.Annotations = map[string]string{lastApplied: `{"kind":"Customer","metadata":{"name":"applied-co"}}`}
+		Expect(admin.Create(ctx, c)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Finalizers).To(ContainElement(v1alpha1.CustomerFinalizer))
+			g.Expect(readyCondition(c)).NotTo(BeNil())
+		}).Should(Succeed())
+		Expect(c.Annotations).To(HaveKeyWithValue(lastApplied, `{"kind":"Customer","metadata":{"name":"applied-co"}}`),
+			"the finalizer and status patches are computed against the cached copy and leave the annotation alone")
+	})
+
 	It("refuses to change the identifier, naming the field and the rule", func() {
 		c := newCustomer("immutable-co", "Immutable Co")
 		Expect(admin.Create(ctx, c)).To(Succeed())

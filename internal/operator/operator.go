@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
@@ -321,7 +322,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 }
 
 // cacheOptions keep the informers small: only labelled (project) namespaces are
-// cached, and managed fields are stripped from everything.
+// cached, and managed fields and last-applied copies are stripped from everything.
 func cacheOptions(_ Options) cache.Options {
 	hasCustomer, _ := labels.NewRequirement(v1alpha1.CustomerLabel, selection.Exists, nil)
 	managedByOperator := labels.SelectorFromSet(labels.Set{access.ManagedByLabel: access.ManagedByValue})
@@ -330,7 +331,7 @@ func cacheOptions(_ Options) cache.Options {
 		// Explicit, because the membership controller relies on it to come back to
 		// invitations that expire beyond controllers.ExpiryHorizon.
 		SyncPeriod:       &resync,
-		DefaultTransform: cache.TransformStripManagedFields(),
+		DefaultTransform: stripForCache,
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Namespace{}: {Label: labels.NewSelector().Add(*hasCustomer)},
 			// Only the RBAC the operator made (the access controller's), not the
@@ -340,6 +341,39 @@ func cacheOptions(_ Options) cache.Options {
 			&rbacv1.ClusterRoleBinding{}: {Label: managedByOperator},
 		},
 	}
+}
+
+// lastAppliedAnnotation is where client-side `kubectl apply` (and Argo CD without
+// server-side apply) keeps a full copy of the applied object.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripForCache drops from every cached object what no reader of the cache uses:
+// managed fields, and the last-applied copy of the object, which roughly doubles
+// the size of objects applied client-side from Git. The controllers write with
+// patches computed against their cached copy (and server-side apply for RBAC), so
+// what is not in the cache is never written back, nor removed.
+func stripForCache(in any) (any, error) {
+	obj, err := meta.Accessor(in)
+	if err != nil {
+		return in, nil
+	}
+	// Checked for nil first: kubernetes/kubernetes#124337.
+	if obj.GetManagedFields() != nil {
+		obj.SetManagedFields(nil)
+	}
+	if annotations := obj.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
+		kept := make(map[string]string, len(annotations)-1)
+		for k, v := range annotations {
+			if k != lastAppliedAnnotation {
+				kept[k] = v
+			}
+		}
+		if len(kept) == 0 {
+			kept = nil
+		}
+		obj.SetAnnotations(kept)
+	}
+	return in, nil
 }
 
 // setupMemberships wires the membership side: the invitation key (read, or created
