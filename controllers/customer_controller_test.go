@@ -158,7 +158,8 @@ var _ = Describe("Customer", func() {
 
 		By("holding it with the finalizer when the webhook is out of the way")
 		withoutWebhook("vcustomer.customers.partnerops.io", func() {
-			Expect(admin.Delete(ctx, c)).To(Succeed())
+			// The API server picks up the changed webhook configuration asynchronously.
+			Eventually(func() error { return admin.Delete(ctx, c) }).Should(Succeed())
 		})
 		Consistently(func(g Gomega) {
 			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
