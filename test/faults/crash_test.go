@@ -21,7 +21,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -253,15 +252,9 @@ func TestKillDuringInvitationBurst(t *testing.T) {
 	var lost []string
 	for {
 		lost = undelivered(smtp, emails)
-		var list v1alpha1.CustomerMembershipList
-		if err := admin.List(ctx, &list); err != nil {
+		invited, err := invitedMemberships(ctx, admin)
+		if err != nil {
 			t.Fatal(err)
-		}
-		invited := 0
-		for _, m := range list.Items {
-			if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.InvitedCondition) {
-				invited++
-			}
 		}
 		if len(lost) == 0 && invited == invitations {
 			break

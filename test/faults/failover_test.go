@@ -15,7 +15,6 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -168,15 +167,9 @@ func TestFailoverDuringInvitationBurst(t *testing.T) {
 	var lost []string
 	for {
 		lost = undelivered(smtp, emails)
-		var list v1alpha1.CustomerMembershipList
-		if err := admin.List(ctx, &list); err != nil {
+		invited, err := invitedMemberships(ctx, admin)
+		if err != nil {
 			t.Fatal(err)
-		}
-		invited := 0
-		for _, m := range list.Items {
-			if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.InvitedCondition) {
-				invited++
-			}
 		}
 		if len(lost) == 0 && invited == len(emails) {
 			break
@@ -272,17 +265,7 @@ func pointWebhooksAt(ctx context.Context, t *testing.T, env *testenv.Env, hostPo
 		cfg := &list.Items[i]
 		changed := false
 		for j := range cfg.Webhooks {
-			cc := &cfg.Webhooks[j].ClientConfig
-			if cc.URL == nil {
-				continue
-			}
-			u, err := url.Parse(*cc.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			u.Host = hostPort
-			cc.URL = ptr.To(u.String())
-			changed = true
+			changed = rehost(t, &cfg.Webhooks[j].ClientConfig, hostPort) || changed
 		}
 		if changed {
 			if err := env.Admin.Update(ctx, cfg); err != nil {
@@ -297,21 +280,27 @@ func pointWebhooksAt(ctx context.Context, t *testing.T, env *testenv.Env, hostPo
 	for i := range mutating.Items {
 		cfg := &mutating.Items[i]
 		for j := range cfg.Webhooks {
-			cc := &cfg.Webhooks[j].ClientConfig
-			if cc.URL == nil {
-				continue
-			}
-			u, err := url.Parse(*cc.URL)
-			if err != nil {
-				t.Fatal(err)
-			}
-			u.Host = hostPort
-			cc.URL = ptr.To(u.String())
+			rehost(t, &cfg.Webhooks[j].ClientConfig, hostPort)
 		}
 		if err := env.Admin.Update(ctx, cfg); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// rehost points a webhook's URL at hostPort; it reports whether there was a URL.
+func rehost(t *testing.T, cc *admissionregistrationv1.WebhookClientConfig, hostPort string) bool {
+	t.Helper()
+	if cc.URL == nil {
+		return false
+	}
+	u, err := url.Parse(*cc.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = hostPort
+	cc.URL = ptr.To(u.String())
+	return true
 }
 
 func portOf(addr string) string {

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -99,4 +101,19 @@ func undelivered(smtp *mailtest.Server, emails []string) []string {
 		}
 	}
 	return lost
+}
+
+// invitedMemberships counts the memberships whose Invited condition is True.
+func invitedMemberships(ctx context.Context, c client.Client) (int, error) {
+	var list v1alpha1.CustomerMembershipList
+	if err := c.List(ctx, &list); err != nil {
+		return 0, err
+	}
+	invited := 0
+	for _, m := range list.Items {
+		if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.InvitedCondition) {
+			invited++
+		}
+	}
+	return invited, nil
 }

@@ -117,15 +117,9 @@ func TestSMTPOutageDuringBurst(t *testing.T) {
 	deliveredAfter := time.Since(outageStarted) - outage
 	// Every membership Invited=True again.
 	for {
-		var list v1alpha1.CustomerMembershipList
-		if err := admin.List(ctx, &list); err != nil {
+		invited, err := invitedMemberships(ctx, admin)
+		if err != nil {
 			t.Fatal(err)
-		}
-		invited := 0
-		for _, m := range list.Items {
-			if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.InvitedCondition) {
-				invited++
-			}
 		}
 		if invited == burst {
 			break
