@@ -46,8 +46,19 @@ func readyCondition(obj interface{ GetConditions() []metav1.Condition }) *metav1
 
 var _ = Describe("Customer", func() {
 	It("becomes Ready, counts its projects, and reads as Current to kstatus", func() {
+		customerHook := map[string]string{"webhook": "/validate-customers-partnerops-io-v1alpha1-customer", "code": "200"}
+		calls := counter("controller_runtime_webhook_requests_total", customerHook)
 		c := newCustomer("ready-co", "Ready Co")
 		Expect(admin.Create(ctx, c)).To(Succeed())
+		By("without calling the Customer webhook: the schema's rules decide a create (matchConditions)")
+		Expect(counter("controller_runtime_webhook_requests_total", customerHook)).To(Equal(calls))
+		By("carrying the finalizer from its create on (a MutatingAdmissionPolicy), owned by no field manager")
+		Expect(c.Finalizers).To(ConsistOf(v1alpha1.CustomerFinalizer), "the API server's answer to the create")
+		for _, f := range c.ManagedFields {
+			if f.FieldsV1 != nil {
+				Expect(string(f.FieldsV1.Raw)).NotTo(ContainSubstring("f:finalizers"), "field manager %q", f.Manager)
+			}
+		}
 		Expect(admin.Create(ctx, newProject("ready-co-web", "ready-co"))).To(Succeed())
 
 		Eventually(func(g Gomega) {
@@ -61,6 +72,13 @@ var _ = Describe("Customer", func() {
 		Expect(kstatusOf(c)).To(Equal(status.CurrentStatus))
 		Expect(apimeta.FindStatusCondition(c.Status.Conditions, v1alpha1.ReconcilingCondition)).To(BeNil())
 		Expect(apimeta.FindStatusCondition(c.Status.Conditions, v1alpha1.StalledCondition)).To(BeNil())
+
+		By("putting the finalizer back itself when it is gone (the policy only sees creates)")
+		Expect(updateFresh(c, func() { c.Finalizers = nil })).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+			g.Expect(c.Finalizers).To(ContainElement(v1alpha1.CustomerFinalizer))
+		}).Should(Succeed())
 
 		By("reading as InProgress while a newer generation is not reconciled yet")
 		// The API server's answer to the update is the object as stored, before any

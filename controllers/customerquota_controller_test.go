@@ -153,6 +153,9 @@ var _ = Describe("CustomerQuota", func() {
 		pqBind(user, role.Name)
 		quinn := pqClient(user)
 
+		quotaHook := map[string]string{"webhook": "/validate-customers-partnerops-io-v1alpha1-customerquota", "code": "200"}
+		calls := func() float64 { return counter("controller_runtime_webhook_requests_total", quotaHook) }
+		before := calls()
 		q := &v1alpha1.CustomerQuota{}
 		Expect(quinn.Get(ctx, types.NamespacedName{Name: customer}, q)).To(Succeed())
 		patch := client.MergeFrom(q.DeepCopy())
@@ -163,8 +166,10 @@ var _ = Describe("CustomerQuota", func() {
 			ObjectMeta: metav1.ObjectMeta{Name: "pq-writers-other"},
 			Spec:       v1alpha1.CustomerQuotaSpec{Customer: "pq-writers-other", MaxProjects: ptr.To[int32](100)},
 		}), `only partners may create CustomerQuotas`)
+		Expect(calls()).To(Equal(before+3), "a non-partner's three requests went to the webhook")
 
-		By("a partner may")
+		By("a partner may, and the API server does not call the webhook for it (matchConditions)")
 		pqSetMax(customer, 3)
+		Expect(calls()).To(Equal(before + 3))
 	})
 })

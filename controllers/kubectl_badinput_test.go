@@ -46,6 +46,8 @@ var _ = Describe("Bad input via kubectl", func() {
 		}{
 			{"an over-long display name (257 characters)", customer("bad-long", "bad-long", strings.Repeat("x", 257)),
 				[]string{"spec.displayName", "Too long", "256"}},
+			{"a blank display name", customer("bad-blank", "bad-blank", "   "),
+				[]string{"spec.displayName", "Required value", "must not be empty"}},
 			{"an over-long identifier (64 characters)", customer(strings.Repeat("a", 64), strings.Repeat("a", 64), "Long"),
 				[]string{"spec.identifier", "Too long", "63"}},
 			{"a unicode look-alike identifier (Cyrillic а)", customer("bad-аcme", "bad-аcme", "Look-alike"),
@@ -102,7 +104,7 @@ var _ = Describe("Bad input via kubectl", func() {
 		AddReportEntry("bad input via kubectl", table.String(), ReportEntryVisibilityAlways)
 
 		By("having created nothing")
-		for _, name := range []string{"bad-long", strings.Repeat("a", 64), "bad-one", "bad-field"} {
+		for _, name := range []string{"bad-long", "bad-blank", strings.Repeat("a", 64), "bad-one", "bad-field"} {
 			err := admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.Customer{})
 			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "customer %s: %v", name, err)
 		}

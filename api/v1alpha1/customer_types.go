@@ -21,6 +21,7 @@ type CustomerSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="must not be empty",reason=FieldValueRequired
 	DisplayName string `json:"displayName"`
 }
 

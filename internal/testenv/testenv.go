@@ -378,10 +378,11 @@ var rbacKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true,
 	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
 	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+	"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
 }
 
 // applyRBAC applies the namespace, ServiceAccount and RBAC of config/default, and
-// the ValidatingAdmissionPolicies, with server-side apply.
+// the admission policies (validating and mutating), with server-side apply.
 func (e *Env) applyRBAC(ctx context.Context, objs []*unstructured.Unstructured) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
