@@ -26,7 +26,7 @@ type admissionRun struct {
 	firstError          string
 	// server is our handler's own latency in the spread and hot runs, from
 	// controller_runtime_webhook_latency_seconds; only for modeOurs.
-	serverSpread, serverHot serverLatency
+	serverSerial, serverSpread, serverHot serverLatency
 	// serverLatency is the API server's mean latency of each kind of write in the
 	// spread run, in ms.
 	serverLatency map[string]float64
@@ -102,9 +102,23 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 			*dst = append(*dst, d)
 		}
 
+		isNamespaceHook := label("webhook", namespaceWebhookPath)
+		serialBefore, err := b.metrics(ctx)
+		if err != nil {
+			return nil, err
+		}
 		for i := 0; i < b.s.SerialCreates; i++ {
 			d, err := b.createProject(ctx, fmt.Sprintf("%s-serial-%d", key, i), fmt.Sprintf("cust-%d", i%creators))
 			record(&run.serial, d, err)
+		}
+		if mode == modeOurs {
+			serialAfter, err := b.metrics(ctx)
+			if err != nil {
+				return nil, err
+			}
+			l := &run.serverSerial
+			l.within10ms, l.count, l.mean = histogramShare(serialBefore, serialAfter, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
+			_, _, l.patchMean = histogramShare(serialBefore, serialAfter, "rest_client_request_duration_seconds", label("verb", "PATCH"), 0.005)
 		}
 		if err := b.waitIdle(ctx, time.Second, 2*time.Minute); err != nil {
 			return nil, err
@@ -133,7 +147,6 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 			}
 			return before, after, b.waitIdle(ctx, time.Second, 2*time.Minute)
 		}
-		isNamespaceHook := label("webhook", namespaceWebhookPath)
 		cpu := childCPU()
 		serverBefore, err := b.apiserverMetrics(ctx)
 		if err != nil {
