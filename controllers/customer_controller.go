@@ -266,7 +266,19 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Customer{}).
+		// A new Customer is reconciled after CustomerCreateDelay (below); everything
+		// else about it (updates, the start of its deletion, a restart's initial
+		// list) at once.
+		For(&v1alpha1.Customer{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return e.IsInInitialList },
+		})).
+		Watches(&v1alpha1.Customer{}, delayedCreates(CustomerCreateDelay),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(e event.CreateEvent) bool { return !e.IsInInitialList },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
 		Watches(&corev1.Namespace{}, enqueueProjectCustomers(),
 			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
 		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership),
@@ -275,6 +287,25 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("customer").
 		Complete(r)
+}
+
+// CustomerCreateDelay is how long a new Customer waits for its first reconcile:
+// what is applied with it (its CustomerQuota, its memberships; kubectl apply -f
+// of a directory, a GitOps sync) is then counted in its first status write,
+// instead of a second write (and often a conflict with the first) when the quota
+// arrives a moment after the Customer. Its quota's create reconciles it at once
+// anyway. The finalizer normally comes with the create (a
+// MutatingAdmissionPolicy); when it does not, the webhook on DELETE still refuses
+// to delete a Customer with projects in the meantime.
+const CustomerCreateDelay = time.Second
+
+// delayedCreates enqueues the object of a create event after delay.
+func delayedCreates(delay time.Duration) handler.EventHandler {
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, delay)
+		},
+	}
 }
 
 // ProjectCountDelay is how long a new project waits before its customer is
