@@ -266,13 +266,13 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Clock = clock.RealClock{}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		// A new Customer is reconciled after CustomerCreateDelay (below); everything
+		// A new Customer is reconciled after CreateCoalesceDelay (below); everything
 		// else about it (updates, the start of its deletion, a restart's initial
 		// list) at once.
 		For(&v1alpha1.Customer{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(e event.CreateEvent) bool { return e.IsInInitialList },
 		})).
-		Watches(&v1alpha1.Customer{}, delayedCreates(CustomerCreateDelay),
+		Watches(&v1alpha1.Customer{}, coalescedCreates(sameName),
 			builder.WithPredicates(predicate.Funcs{
 				CreateFunc:  func(e event.CreateEvent) bool { return !e.IsInInitialList },
 				UpdateFunc:  func(event.UpdateEvent) bool { return false },
@@ -281,29 +281,56 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			})).
 		Watches(&corev1.Namespace{}, enqueueProjectCustomers(),
 			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
-		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership),
+		Watches(&v1alpha1.CustomerMembership{}, coalescedCreates(customerOfMembership),
 			builder.WithPredicates(memberCountPredicate())).
-		Watches(&v1alpha1.CustomerQuota{}, handler.EnqueueRequestsFromMapFunc(sameName),
+		Watches(&v1alpha1.CustomerQuota{}, coalescedCreates(sameName),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Named("customer").
 		Complete(r)
 }
 
-// CustomerCreateDelay is how long a new Customer waits for its first reconcile:
-// what is applied with it (its CustomerQuota, its memberships; kubectl apply -f
-// of a directory, a GitOps sync) is then counted in its first status write,
-// instead of a second write (and often a conflict with the first) when the quota
-// arrives a moment after the Customer. Its quota's create reconciles it at once
-// anyway. The finalizer normally comes with the create (a
-// MutatingAdmissionPolicy); when it does not, the webhook on DELETE still refuses
-// to delete a Customer with projects in the meantime.
-const CustomerCreateDelay = time.Second
+// CreateCoalesceDelay is how long the create of a Customer, of its CustomerQuota
+// or of one of its memberships waits before the Customer is reconciled. What is
+// applied together (kubectl apply -f of a directory, a GitOps sync) is then
+// counted in one status write, instead of one write per object, each reconcile
+// racing the watch event of the write before it (and conflicting with it when the
+// API server is busy). Changes and deletions reconcile at once. The finalizer
+// normally comes with the create (a MutatingAdmissionPolicy); when it does not,
+// the webhook on DELETE still refuses to delete a Customer with projects in the
+// meantime.
+const CreateCoalesceDelay = time.Second
 
-// delayedCreates enqueues the object of a create event after delay.
-func delayedCreates(delay time.Duration) handler.EventHandler {
+// coalescedCreates enqueues the Customers that mapFn names: after
+// CreateCoalesceDelay for a create (the delaying queue keeps the earliest time
+// when the key waits already, so a burst becomes one reconcile), at once for a
+// restart's initial list and for every other event.
+func coalescedCreates(mapFn handler.MapFunc) handler.EventHandler {
+	add := func(ctx context.Context, o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request], delay time.Duration) {
+		for _, req := range mapFn(ctx, o) {
+			if delay > 0 {
+				q.AddAfter(req, delay)
+			} else {
+				q.Add(req)
+			}
+		}
+	}
 	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, delay)
+		CreateFunc: func(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			delay := CreateCoalesceDelay
+			if e.IsInInitialList {
+				delay = 0
+			}
+			add(ctx, e.Object, q, delay)
+		},
+		UpdateFunc: func(ctx context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectOld, q, 0)
+			add(ctx, e.ObjectNew, q, 0)
+		},
+		DeleteFunc: func(ctx context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q, 0)
+		},
+		GenericFunc: func(ctx context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q, 0)
 		},
 	}
 }
