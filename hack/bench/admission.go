@@ -45,6 +45,18 @@ type serverLatency struct {
 	// window (client-go's rest_client_request_duration_seconds): the API server's
 	// share of the handler's time, one reservation write per admitted create.
 	patchMean float64
+	// writeP50 is the median of the quota ledger's own reservation writes
+	// (customer_operator_quota_write_seconds, result ok), and reserveP50/P99 the
+	// ledger's whole decision (customer_operator_quota_reserve_seconds: queue,
+	// write, retries), in seconds.
+	writeP50, reserveP50, reserveP99 float64
+}
+
+// ledgerLatency fills the quota ledger's figures of l from two scrapes.
+func (l *serverLatency) ledgerLatency(before, after metrics) {
+	l.writeP50 = histogramQuantile(before, after, "customer_operator_quota_write_seconds", label("result", "ok"), 0.5)
+	l.reserveP50 = histogramQuantile(before, after, "customer_operator_quota_reserve_seconds", label("outcome", "reserved"), 0.5)
+	l.reserveP99 = histogramQuantile(before, after, "customer_operator_quota_reserve_seconds", label("outcome", "reserved"), 0.99)
 }
 
 func percentile(ds []time.Duration, q float64) float64 {
@@ -119,6 +131,7 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 			l := &run.serverSerial
 			l.within10ms, l.count, l.mean = histogramShare(serialBefore, serialAfter, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
 			_, _, l.patchMean = histogramShare(serialBefore, serialAfter, "rest_client_request_duration_seconds", label("verb", "PATCH"), 0.005)
+			l.ledgerLatency(serialBefore, serialAfter)
 		}
 		if err := b.waitIdle(ctx, time.Second, 2*time.Minute); err != nil {
 			return nil, err
@@ -185,6 +198,7 @@ func (b *bench) runAdmission(ctx context.Context) (map[admissionMode]*admissionR
 			l := &run.serverSpread
 			l.within10ms, l.count, l.mean = histogramShare(before, after, "controller_runtime_webhook_latency_seconds", isNamespaceHook, 0.01)
 			_, _, l.patchMean = histogramShare(before, after, "rest_client_request_duration_seconds", label("verb", "PATCH"), 0.005)
+			l.ledgerLatency(before, after)
 		}
 		before, after, err = concurrent("hot", func(int) string { return "cust-0" }, &run.hot)
 		if err != nil {

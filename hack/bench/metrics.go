@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -239,4 +240,52 @@ func requestsSince(before, after metrics) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// histogramQuantile estimates the q-quantile of a histogram's observations
+// between two scrapes, interpolating linearly inside the bucket that holds it
+// (as PromQL's histogram_quantile does). NaN when nothing was observed.
+func histogramQuantile(before, after metrics, name string, match func(map[string]string) bool, q float64) float64 {
+	cumulative := func(m metrics) map[float64]float64 {
+		out := map[float64]float64{}
+		for _, s := range m {
+			if s.name != name+"_bucket" || (match != nil && !match(s.labels)) {
+				continue
+			}
+			le, err := strconv.ParseFloat(s.labels["le"], 64)
+			if err != nil {
+				continue
+			}
+			out[le] += s.value
+		}
+		return out
+	}
+	a, b := cumulative(after), cumulative(before)
+	var les []float64
+	for le := range a {
+		les = append(les, le)
+	}
+	sort.Float64s(les)
+	if len(les) == 0 {
+		return math.NaN()
+	}
+	total := a[les[len(les)-1]] - b[les[len(les)-1]]
+	if total <= 0 {
+		return math.NaN()
+	}
+	rank, lower, below := q*total, 0.0, 0.0
+	for _, le := range les {
+		count := a[le] - b[le]
+		if count >= rank {
+			if math.IsInf(le, 1) {
+				return lower
+			}
+			if count == below {
+				return le
+			}
+			return lower + (le-lower)*(rank-below)/(count-below)
+		}
+		lower, below = le, count
+	}
+	return lower
 }

@@ -88,7 +88,9 @@ type slotResult struct {
 // Reserve decides whether namespace may become a project of customer and, when it
 // needs a slot and one is free, reserves it before returning. A denial is a
 // Decision, not an error; an error means the slot could not be decided.
-func (l *Ledger) Reserve(ctx context.Context, customer, namespace string) (Decision, error) {
+func (l *Ledger) Reserve(ctx context.Context, customer, namespace string) (decision Decision, err error) {
+	start := time.Now()
+	defer func() { observeReserve(start, decision, err) }()
 	req := &slotRequest{namespace: namespace, done: make(chan slotResult, 1)}
 	l.mu.Lock()
 	if l.queued == nil {
@@ -227,7 +229,10 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 		// The resourceVersion of the read is the lock: no other writer's change to
 		// the Customer (a reservation, the controller's release) can be lost.
 		patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-		if err := l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager)); err != nil {
+		start := time.Now()
+		err = l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager))
+		observeWrite(start, err)
+		if err != nil {
 			l.forgetOwnWrite(customerName)
 			return err
 		}

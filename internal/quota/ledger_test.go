@@ -9,6 +9,8 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -324,4 +326,33 @@ func TestLedgerStartsFromItsOwnWriteWhileTheCacheLags(t *testing.T) {
 	var stored v1alpha1.Customer
 	g.Expect(c.Get(context.Background(), client.ObjectKey{Name: "acme"}, &stored)).To(Succeed())
 	g.Expect(stored.Status.Reservations).To(ConsistOf(HaveField("Namespace", "acme-web"), HaveField("Namespace", "acme-api")))
+}
+
+// sampleCount reads how many observations a histogram series holds.
+func sampleCount(t *testing.T, vec *prometheus.HistogramVec, label string) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := vec.WithLabelValues(label).(prometheus.Histogram).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+func TestLedgerRecordsItsLatencies(t *testing.T) {
+	g := NewWithT(t)
+	var writes, conflicts atomic.Int32
+	ledger, _ := newLedger(t, countPatches(&writes, &conflicts), customerWith(0), quotaOf(1))
+	reserved, denied := sampleCount(t, reserveSeconds, "reserved"), sampleCount(t, reserveSeconds, "denied")
+	ok := sampleCount(t, writeSeconds, "ok")
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota))
+
+	g.Expect(sampleCount(t, reserveSeconds, "reserved")).To(Equal(reserved + 1))
+	g.Expect(sampleCount(t, reserveSeconds, "denied")).To(Equal(denied + 1))
+	g.Expect(sampleCount(t, writeSeconds, "ok")).To(Equal(ok+1), "one write: the denial wrote nothing")
 }
