@@ -91,6 +91,9 @@ func (b *bench) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := testenv.WaitForKinds(ctx, b.admin); err != nil {
+		return err
+	}
 	b.kubeconfig = filepath.Join(b.workDir, "operator.kubeconfig")
 	if err := writeKubeconfig(b.env.OperatorConfig, b.kubeconfig); err != nil {
 		return err

@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/localcluster"
 	"github.com/partnerops/customer-operator/internal/operator"
 )
@@ -119,6 +120,9 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	}
 
 	if err := env.applyRBAC(ctx, rendered); err != nil {
+		return nil, errors.Join(err, env.Stop())
+	}
+	if err := WaitForKinds(ctx, env.Admin); err != nil {
 		return nil, errors.Join(err, env.Stop())
 	}
 	operatorUser, err := env.Environment.AddUser(envtest.User{
@@ -393,6 +397,34 @@ func (e *Env) applyRBAC(ctx context.Context, objs []*unstructured.Unstructured) 
 		obj.SetManagedFields(nil)
 		if err := e.Admin.Patch(ctx, obj, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying %s %s: %w", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// WaitForKinds lists each of the operator's kinds with c until all of them
+// succeed. envtest waits for the CRDs to appear in discovery, but the API
+// server's discovery has been seen, on a busy machine, to answer once more without
+// a kind just after (the client then reports "Resource kind ... not found"); a
+// suite's first specs must not depend on that race.
+func WaitForKinds(ctx context.Context, c client.Client) error {
+	lists := []client.ObjectList{&v1alpha1.CustomerList{}, &v1alpha1.CustomerQuotaList{},
+		&v1alpha1.CustomerMembershipList{}, &v1alpha1.CustomerMessageList{}, &v1alpha1.MessageAcknowledgementList{}}
+	deadline := time.Now().Add(time.Minute)
+	for _, list := range lists {
+		for {
+			err := c.List(ctx, list, client.Limit(1))
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the API server does not serve %T after a minute: %w", list, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 	return nil
