@@ -289,8 +289,9 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// CreateCoalesceDelay is how long the create of a Customer, of its CustomerQuota
-// or of one of its memberships waits before the Customer is reconciled. What is
+// CreateCoalesceDelay is how long the create of a Customer, of its CustomerQuota,
+// of one of its memberships or of one of its projects waits before the Customer
+// is reconciled. What is
 // applied together (kubectl apply -f of a directory, a GitOps sync) is then
 // counted in one status write, instead of one write per object, each reconcile
 // racing the watch event of the write before it (and conflicting with it when the
@@ -335,45 +336,24 @@ func coalescedCreates(mapFn handler.MapFunc) handler.EventHandler {
 	}
 }
 
-// ProjectCountDelay is how long a new project waits before its customer is
-// reconciled: the creates of a burst are counted (and their reservations
-// released) in one status write per customer instead of one each. Admission does
-// not wait for it: a namespace holds its slot by its reservation until then, and
-// counts once either way (quota.Tally).
-const ProjectCountDelay = time.Second
-
 // enqueueProjectCustomers maps a project namespace to its customer (and to the
-// CustomerQuota of the same name). When the label moves from one customer to
-// another, both are enqueued: the old one has a project less.
+// CustomerQuota of the same name), a new project after CreateCoalesceDelay: the
+// creates of a burst are counted (and their reservations released) in one status
+// write per customer instead of one each. Admission does not wait for it: a
+// namespace holds its slot by its reservation until then, and counts once either
+// way (quota.Tally). When the label moves from one customer to another, both are
+// enqueued: the old one has a project less.
 func enqueueProjectCustomers() handler.EventHandler {
-	return handler.Funcs{
-		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			if e.IsInInitialList {
-				// A (re)start: every Customer is reconciled now anyway.
-				enqueueCustomerOf(q, e.Object)
-				return
-			}
-			if name := e.Object.GetLabels()[v1alpha1.CustomerLabel]; name != "" {
-				q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}, ProjectCountDelay)
-			}
-		},
-		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueueCustomerOf(q, e.ObjectOld)
-			enqueueCustomerOf(q, e.ObjectNew)
-		},
-		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueueCustomerOf(q, e.Object)
-		},
-		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
-			enqueueCustomerOf(q, e.Object)
-		},
-	}
+	return coalescedCreates(customerOfProject)
 }
 
-func enqueueCustomerOf(q workqueue.TypedRateLimitingInterface[reconcile.Request], o client.Object) {
-	if name := o.GetLabels()[v1alpha1.CustomerLabel]; name != "" {
-		q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}})
+// customerOfProject maps a namespace to the customer its label names, if any.
+func customerOfProject(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[v1alpha1.CustomerLabel]
+	if name == "" {
+		return nil
 	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: name}}}
 }
 
 // customerOfMembership maps a membership to its customer.
