@@ -295,10 +295,9 @@ func (r *CustomerReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // applied together (kubectl apply -f of a directory, a GitOps sync) is then
 // counted in one status write, instead of one write per object, each reconcile
 // racing the watch event of the write before it (and conflicting with it when the
-// API server is busy). Changes and deletions reconcile at once. The finalizer
-// normally comes with the create (a MutatingAdmissionPolicy); when it does not,
-// the webhook on DELETE still refuses to delete a Customer with projects in the
-// meantime.
+// API server is busy). Changes and deletions reconcile at once. Until the
+// finalizer is added, the webhook on DELETE refuses to delete a Customer with
+// projects all the same.
 const CreateCoalesceDelay = time.Second
 
 // coalescedCreates enqueues the Customers that mapFn names: after

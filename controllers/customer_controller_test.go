@@ -52,13 +52,6 @@ var _ = Describe("Customer", func() {
 		Expect(admin.Create(ctx, c)).To(Succeed())
 		By("without calling the Customer webhook: the schema's rules decide a create (matchConditions)")
 		Expect(counter("controller_runtime_webhook_requests_total", customerHook)).To(Equal(calls))
-		By("carrying the finalizer from its create on (a MutatingAdmissionPolicy), owned by no field manager")
-		Expect(c.Finalizers).To(ConsistOf(v1alpha1.CustomerFinalizer), "the API server's answer to the create")
-		for _, f := range c.ManagedFields {
-			if f.FieldsV1 != nil {
-				Expect(string(f.FieldsV1.Raw)).NotTo(ContainSubstring("f:finalizers"), "field manager %q", f.Manager)
-			}
-		}
 		Expect(admin.Create(ctx, newProject("ready-co-web", "ready-co"))).To(Succeed())
 
 		Eventually(func(g Gomega) {
@@ -73,7 +66,7 @@ var _ = Describe("Customer", func() {
 		Expect(apimeta.FindStatusCondition(c.Status.Conditions, v1alpha1.ReconcilingCondition)).To(BeNil())
 		Expect(apimeta.FindStatusCondition(c.Status.Conditions, v1alpha1.StalledCondition)).To(BeNil())
 
-		By("putting the finalizer back itself when it is gone (the policy only sees creates)")
+		By("putting the finalizer back when someone removed it")
 		Expect(updateFresh(c, func() { c.Finalizers = nil })).To(Succeed())
 		Eventually(func(g Gomega) {
 			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())

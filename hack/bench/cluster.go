@@ -15,7 +15,6 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -23,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
-	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/localcluster"
 	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 	"github.com/partnerops/customer-operator/internal/operator"
@@ -61,9 +59,6 @@ type bench struct {
 	// runs without them.
 	validating []admissionregistrationv1.ValidatingWebhookConfiguration
 	mutating   []admissionregistrationv1.MutatingWebhookConfiguration
-	// policyBindings are the MutatingAdmissionPolicyBindings (the Customer
-	// finalizer at create): the floor runs without them too.
-	policyBindings []admissionregistrationv1.MutatingAdmissionPolicyBinding
 
 	allowAll     *allowAllServer
 	cancelAllow  context.CancelFunc
@@ -109,11 +104,6 @@ func (b *bench) start(ctx context.Context) error {
 		return err
 	}
 	b.mutating = mlist.Items
-	var plist admissionregistrationv1.MutatingAdmissionPolicyBindingList
-	if err := b.admin.List(ctx, &plist); err != nil {
-		return err
-	}
-	b.policyBindings = plist.Items
 
 	b.sink, err = mailtest.NewServer()
 	if err != nil {
@@ -254,14 +244,9 @@ func (b *bench) waitIdle(ctx context.Context, quiet, timeout time.Duration) erro
 	}
 }
 
-// removeWebhooks deletes every webhook configuration and mutating admission
-// policy binding (for the floor, which measures the API server alone).
+// removeWebhooks deletes every webhook configuration (for the floor, which
+// measures the API server alone).
 func (b *bench) removeWebhooks(ctx context.Context) error {
-	for i := range b.policyBindings {
-		if err := client.IgnoreNotFound(b.admin.Delete(ctx, b.policyBindings[i].DeepCopy())); err != nil {
-			return err
-		}
-	}
 	for i := range b.validating {
 		if err := client.IgnoreNotFound(b.admin.Delete(ctx, b.validating[i].DeepCopy())); err != nil {
 			return err
@@ -275,45 +260,7 @@ func (b *bench) removeWebhooks(ctx context.Context) error {
 	return nil
 }
 
-// awaitNoPolicy dry-runs Customer creates until the API server no longer applies
-// the finalizer policy (its admission configuration reloads asynchronously): the
-// floor must not pay for it.
-func (b *bench) awaitNoPolicy(ctx context.Context) error {
-	if len(b.policyBindings) == 0 {
-		return nil
-	}
-	quiet := 0
-	for i := 0; i < 200; i++ {
-		c := &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "probe-floor"},
-			Spec: v1alpha1.CustomerSpec{Identifier: "probe-floor", DisplayName: "Probe"}}
-		if err := b.admin.Create(ctx, c, client.DryRunAll); err != nil {
-			return fmt.Errorf("probe create for the floor: %w", err)
-		}
-		if len(c.Finalizers) == 0 {
-			quiet++
-		} else {
-			quiet = 0
-		}
-		if quiet >= 5 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("the API server still applies the finalizer policy after its binding was deleted")
-}
-
 func (b *bench) restoreWebhooks(ctx context.Context) error {
-	for i := range b.policyBindings {
-		c := b.policyBindings[i].DeepCopy()
-		c.ResourceVersion, c.UID = "", ""
-		if err := b.admin.Create(ctx, c); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-	}
 	for i := range b.validating {
 		c := b.validating[i].DeepCopy()
 		c.ResourceVersion, c.UID = "", ""

@@ -149,19 +149,6 @@ func (b *bench) deleteFloor(ctx context.Context) error {
 		if len(list.Items) == 0 && len(mlist.Items) == 0 {
 			return nil
 		}
-		// A floor Customer created before the API server noticed the policy binding
-		// was gone carries the operator's finalizer, and no operator runs yet.
-		for i := range list.Items {
-			c := &list.Items[i]
-			if c.DeletionTimestamp.IsZero() || len(c.Finalizers) == 0 {
-				continue
-			}
-			patch := client.MergeFrom(c.DeepCopy())
-			c.Finalizers = nil
-			if err := b.admin.Patch(ctx, c, patch); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("floor: releasing customer %s: %w", c.Name, err)
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -146,9 +146,6 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	if err := b.removeWebhooks(ctx); err != nil {
 		return res, err
 	}
-	if err := b.awaitNoPolicy(ctx); err != nil {
-		return res, err
-	}
 	cpu := childCPU()
 	floor, floorCreates, err := b.runFloor(ctx)
 	if err != nil {
