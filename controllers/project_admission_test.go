@@ -287,6 +287,9 @@ var _ = Describe("Projects", func() {
 			By("creating the doomed project: ours admits and reserves, the other webhook fails the request")
 			before := time.Now()
 			err := partner.Create(ctx, doomed.DeepCopy())
+			// The ledger stamps its own clock during the request; expiresAt is that
+			// time plus the TTL, rounded up to the second metav1.Time keeps.
+			after := time.Now()
 			Expect(err).To(HaveOccurred())
 			Expect(err.Error()).To(ContainSubstring("fail.pqtest.partnerops.io"))
 			Expect(apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(doomed), &corev1.Namespace{}))).To(BeTrue())
@@ -295,7 +298,7 @@ var _ = Describe("Projects", func() {
 			})
 			reservation := c.Status.Reservations[0]
 			Expect(reservation.Namespace).To(Equal("pq-failed-doomed"))
-			Expect(reservation.ExpiresAt.Time).To(BeTemporally("<=", before.Add(pqReservationBound+time.Second)),
+			Expect(reservation.ExpiresAt.Time).To(BeTemporally("<=", after.Add(pqReservationBound+time.Second)),
 				"expiresAt is at most the admission timeout plus the grace period away")
 
 			By("holding the slot meanwhile: the create might still have landed")

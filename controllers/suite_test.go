@@ -2,7 +2,8 @@ package controllers_test
 
 import (
 	"context"
-	"net"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,18 @@ var _ = BeforeSuite(func() {
 	_ = ctrl.Log
 })
 
+// managerFailure is set when a manager the suite started stops by itself (a
+// runnable failed, a port was taken): every later spec would then fail quickly at
+// its first webhook call, so the next spec aborts the suite naming the cause.
+var managerFailure atomic.Pointer[error]
+
+// Aborts the suite once the manager has stopped by itself, with why.
+var _ = BeforeEach(func() {
+	if err := managerFailure.Load(); err != nil {
+		AbortSuite((*err).Error())
+	}
+})
+
 // startManager runs the operator with opts until stopManager or the end of the suite.
 func startManager(opts operator.Options) {
 	GinkgoHelper()
@@ -83,16 +96,25 @@ func startManager(opts operator.Options) {
 	Expect(err).NotTo(HaveOccurred())
 	mgrCtx, mgrCancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	var startErr error
 	go func() {
-		defer GinkgoRecover()
 		defer close(done)
-		Expect(mgr.Start(mgrCtx)).To(Succeed())
+		startErr = mgr.Start(mgrCtx)
+		if mgrCtx.Err() == nil {
+			err := fmt.Errorf("the manager stopped by itself at %s: %v", time.Now().Format(time.RFC3339Nano), startErr)
+			managerFailure.Store(&err)
+		}
 	}()
 	stopManager = func() {
+		GinkgoHelper()
 		mgrCancel()
 		<-done
+		Expect(startErr).NotTo(HaveOccurred(), "the manager must stop cleanly, within its graceful-shutdown timeout")
 	}
 	Eventually(func() error {
+		if err := managerFailure.Load(); err != nil {
+			return StopTrying("the manager did not start").Wrap(*err)
+		}
 		return mgr.GetWebhookServer().StartedChecker()(nil)
 	}).Should(Succeed())
 }
@@ -109,26 +131,11 @@ func restartManager(mutate func(*operator.Options)) {
 	startManager(opts)
 }
 
-// freeLocalAddr returns a loopback address with a port that was free a moment ago.
+// freeLocalAddr returns a loopback address with a port that was free a moment ago,
+// below the ephemeral range, so that a restarted manager gets it back.
 func freeLocalAddr() string {
 	GinkgoHelper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.StableAddr()
 	Expect(err).NotTo(HaveOccurred())
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
-
-var _ = AfterSuite(func() {
-	if cancel != nil {
-		cancel()
-	}
-	if stopManager != nil {
-		stopManager()
-	}
-	if mailServer != nil {
-		Expect(mailServer.Close()).To(Succeed())
-	}
-	if env != nil {
-		Expect(env.Stop()).To(Succeed())
-	}
-})

@@ -100,12 +100,19 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		return nil, err
 	}
 	env := &Env{Root: root, BinDir: binDir, apiServerDir: certDir}
+	apiServer := &envtest.APIServer{CertDir: certDir}
+	// A port of our choosing (StablePort): StartAPIServer restarts it on the same one.
+	apiServerPort, err := StablePort()
+	if err != nil {
+		return nil, err
+	}
+	apiServer.SecureServing.Address, apiServer.SecureServing.Port = "127.0.0.1", strconv.Itoa(apiServerPort)
 	env.Environment = &envtest.Environment{
 		BinaryAssetsDirectory: binDir,
 		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		WebhookInstallOptions: webhookOpts,
-		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
+		ControlPlane:          envtest.ControlPlane{APIServer: apiServer},
 	}
 	env.AdminConfig, err = env.Environment.Start()
 	if err != nil {
@@ -205,8 +212,10 @@ func (e *Env) StartAPIServer() error {
 	defer logFile.Close()
 	s.Out, s.Err = logFile, logFile
 	defer func() { s.Out, s.Err = nil, nil }()
-	// A client that keeps dialling the dead port can, rarely, be given that very port
-	// as its own source port (a TCP self-connect) and hold it for a moment: try again.
+	// The port lies below the ephemeral range (StablePort), so a client that keeps
+	// dialling the dead port cannot be given it as its own source port (a TCP
+	// self-connect), as happened with a port envtest chose; another process may
+	// still hold it for a moment: try again.
 	for attempt := 1; ; attempt++ {
 		if err = s.Start(); err == nil {
 			return nil
@@ -365,6 +374,12 @@ func webhookInstallOptions(objs []*unstructured.Unstructured) (envtest.WebhookIn
 	if len(opts.ValidatingWebhooks) == 0 {
 		return opts, errors.New("config/default renders no ValidatingWebhookConfiguration")
 	}
+	// Chosen here rather than by envtest: suites restart the manager on this port.
+	port, err := StablePort()
+	if err != nil {
+		return opts, err
+	}
+	opts.LocalServingHost, opts.LocalServingPort = "127.0.0.1", port
 	return opts, nil
 }
 
@@ -382,11 +397,10 @@ var rbacKinds = map[string]bool{
 	"Namespace": true, "ServiceAccount": true,
 	"ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
 	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
-	"MutatingAdmissionPolicy": true, "MutatingAdmissionPolicyBinding": true,
 }
 
 // applyRBAC applies the namespace, ServiceAccount and RBAC of config/default, and
-// the admission policies (validating and mutating), with server-side apply.
+// the ValidatingAdmissionPolicies, with server-side apply.
 func (e *Env) applyRBAC(ctx context.Context, objs []*unstructured.Unstructured) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

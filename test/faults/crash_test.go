@@ -147,12 +147,12 @@ func (p *managerProcess) exited() bool {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Below the ephemeral range: restarted processes bind it again.
+	addr, err := testenv.StableAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func tail(path string) string {
