@@ -351,7 +351,8 @@ const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 // managed fields, and the last-applied copy of the object, which roughly doubles
 // the size of objects applied client-side from Git. The controllers write with
 // patches computed against their cached copy (and server-side apply for RBAC), so
-// what is not in the cache is never written back, nor removed.
+// what is not in the cache is never written back, nor removed. What is kept
+// shares the strings every object spells the same way (internShared).
 func stripForCache(in any) (any, error) {
 	obj, err := meta.Accessor(in)
 	if err != nil {
@@ -373,6 +374,7 @@ func stripForCache(in any) (any, error) {
 		}
 		obj.SetAnnotations(kept)
 	}
+	internShared(obj)
 	return in, nil
 }
 
