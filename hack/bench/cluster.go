@@ -181,6 +181,7 @@ func (b *bench) startManager(ctx context.Context) error {
 		Name:    "manager",
 		Path:    b.managerBin,
 		Args:    args,
+		Env:     append(os.Environ(), b.s.ManagerEnv...),
 		LogFile: filepath.Join(b.workDir, fmt.Sprintf("manager-%d.log", b.managerStarts)),
 	})
 	if err != nil {

@@ -19,6 +19,9 @@
 //	BENCH_TIMEOUT (10m)       how long convergence may take before the bench gives up
 //	BENCH_OUT (bin/bench.json)
 //	BENCH_KEEP (false)        keep the temporary directory (manager logs, kubeconfig)
+//	BENCH_MANAGER_GOGC        GOGC for the manager process only (unset: Go's default, 100)
+//	BENCH_MANAGER_GOMEMLIMIT  GOMEMLIMIT for the manager process only, as a Deployment's
+//	                          memory limit sets it through --memory-limit-ratio (unset: none)
 package main
 
 import (
@@ -48,8 +51,10 @@ type settings struct {
 	Mails             int           `json:"mails"`
 	IdleWindow        time.Duration `json:"idleWindow"`
 	ConvergeTimeout   time.Duration `json:"convergeTimeout"`
-	Out               string        `json:"-"`
-	Keep              bool          `json:"-"`
+	// ManagerEnv is what the manager gets on top of the bench's environment.
+	ManagerEnv []string `json:"managerEnv,omitempty"`
+	Out        string   `json:"-"`
+	Keep       bool     `json:"-"`
 }
 
 func envInt(name string, def int) int {
@@ -92,6 +97,11 @@ func main() {
 	}
 	if s.Out == "" {
 		s.Out = filepath.Join(root, "bin", "bench.json")
+	}
+	for _, name := range []string{"GOGC", "GOMEMLIMIT"} {
+		if v := os.Getenv("BENCH_MANAGER_" + name); v != "" {
+			s.ManagerEnv = append(s.ManagerEnv, name+"="+v)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -101,7 +101,11 @@ func fmtNum(v float64) string {
 func (r *result) printTable(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "\n%s · %d cores · %d MiB · %s · load at start %s · %s\n", m.CPUModel, m.Cores, m.MemoryMiB, m.GoVersion, m.LoadAvg, m.Date)
-	fmt.Fprintf(w, "customers=%d creators=%d\n\n", r.Settings.Customers, r.Settings.Concurrency)
+	fmt.Fprintf(w, "customers=%d creators=%d", r.Settings.Customers, r.Settings.Concurrency)
+	if len(r.Settings.ManagerEnv) > 0 {
+		fmt.Fprintf(w, " manager env: %s", strings.Join(r.Settings.ManagerEnv, " "))
+	}
+	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "section\tmetric\tours\tbaseline\tunit\tratio\ttarget\tmet\tnote")
 	for _, x := range r.Rows {
