@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -322,7 +323,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 }
 
 // cacheOptions keep the informers small: only labelled (project) namespaces are
-// cached, and managed fields and last-applied copies are stripped from everything.
+// cached, and stripForCache takes from every object what no reader uses.
 func cacheOptions(_ Options) cache.Options {
 	hasCustomer, _ := labels.NewRequirement(v1alpha1.CustomerLabel, selection.Exists, nil)
 	managedByOperator := labels.SelectorFromSet(labels.Set{access.ManagedByLabel: access.ManagedByValue})
@@ -348,11 +349,14 @@ func cacheOptions(_ Options) cache.Options {
 const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // stripForCache drops from every cached object what no reader of the cache uses:
-// managed fields, and the last-applied copy of the object, which roughly doubles
-// the size of objects applied client-side from Git. The controllers write with
-// patches computed against their cached copy (and server-side apply for RBAC), so
-// what is not in the cache is never written back, nor removed. What is kept
-// shares the strings every object spells the same way (internShared).
+// managed fields, the last-applied copy of the object (which roughly doubles the
+// size of objects applied client-side from Git), and, on the operator's own kinds,
+// every label and annotation outside its own prefix (GitOps tools' tracking
+// labels and annotations, kustomize's common labels: the operator reads none of
+// them from its kinds, and selects none of its kinds by label). The controllers
+// write with patches computed against their cached copy (and server-side apply
+// for RBAC), so what is not in the cache is never written back, nor removed. What
+// is kept shares the strings every object spells the same way (internShared).
 func stripForCache(in any) (any, error) {
 	obj, err := meta.Accessor(in)
 	if err != nil {
@@ -362,7 +366,10 @@ func stripForCache(in any) (any, error) {
 	if obj.GetManagedFields() != nil {
 		obj.SetManagedFields(nil)
 	}
-	if annotations := obj.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
+	if ownKind(in) {
+		obj.SetLabels(keepOwn(obj.GetLabels()))
+		obj.SetAnnotations(keepOwn(obj.GetAnnotations()))
+	} else if annotations := obj.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
 		kept := make(map[string]string, len(annotations)-1)
 		for k, v := range annotations {
 			if k != lastAppliedAnnotation {
@@ -376,6 +383,45 @@ func stripForCache(in any) (any, error) {
 	}
 	internShared(obj)
 	return in, nil
+}
+
+// ownKind tells the operator's own kinds from the Namespaces and RBAC it caches,
+// whose labels it does read.
+func ownKind(in any) bool {
+	switch in.(type) {
+	case *v1alpha1.Customer, *v1alpha1.CustomerQuota, *v1alpha1.CustomerMembership,
+		*v1alpha1.CustomerMessage, *v1alpha1.MessageAcknowledgement:
+		return true
+	}
+	return false
+}
+
+// ownPrefix is where the operator's labels and annotations live
+// (customers.partnerops.io/resend-invitation, …).
+const ownPrefix = v1alpha1.GroupName + "/"
+
+// keepOwn returns m without the keys outside ownPrefix: m itself when nothing
+// goes, nil when nothing stays.
+func keepOwn(m map[string]string) map[string]string {
+	foreign := 0
+	for k := range m {
+		if !strings.HasPrefix(k, ownPrefix) {
+			foreign++
+		}
+	}
+	switch {
+	case foreign == 0:
+		return m
+	case foreign == len(m):
+		return nil
+	}
+	kept := make(map[string]string, len(m)-foreign)
+	for k, v := range m {
+		if strings.HasPrefix(k, ownPrefix) {
+			kept[k] = v
+		}
+	}
+	return kept
 }
 
 // setupMemberships wires the membership side: the invitation key (read, or created

@@ -29,8 +29,30 @@ func TestStripForCache(t *testing.T) {
 	if _, ok := m.Annotations[lastAppliedAnnotation]; ok {
 		t.Error("the last-applied copy is kept")
 	}
-	if m.Annotations[v1alpha1.ResendInvitationAnnotation] != "2" || len(m.Annotations) != 2 {
-		t.Errorf("other annotations must stay (the controllers read them): %v", m.Annotations)
+	if m.Annotations[v1alpha1.ResendInvitationAnnotation] != "2" || len(m.Annotations) != 1 {
+		t.Errorf("of an own kind only the operator's own annotations stay (it reads the resend request): %v", m.Annotations)
+	}
+
+	// An own kind from Git: a GitOps tool's tracking label goes, the map with it.
+	c := &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "acme",
+		Labels: map[string]string{"app.kubernetes.io/instance": "customers"}}}
+	if _, err := stripForCache(c); err != nil || c.Labels != nil {
+		t.Errorf("got %v, %v; want no labels", c.Labels, err)
+	}
+	// Nothing foreign: the same map is kept.
+	own := map[string]string{v1alpha1.CustomerLabel: "acme"}
+	q := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme", Labels: own}}
+	if _, err := stripForCache(q); err != nil || len(q.Labels) != 1 || q.Labels[v1alpha1.CustomerLabel] != "acme" {
+		t.Errorf("got %v, %v", q.Labels, err)
+	}
+
+	// Namespaces keep their labels (projects are selected and counted by them) and
+	// other annotations; only the last-applied copy goes.
+	project := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "acme-web",
+		Labels:      map[string]string{v1alpha1.CustomerLabel: "acme", "team": "web"},
+		Annotations: map[string]string{lastAppliedAnnotation: "{}", "owner": "web"}}}
+	if _, err := stripForCache(project); err != nil || len(project.Labels) != 2 || len(project.Annotations) != 1 {
+		t.Errorf("got %v %v, %v", project.Labels, project.Annotations, err)
 	}
 
 	// Only the last-applied copy: no empty map left behind.
