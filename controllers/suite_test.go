@@ -139,3 +139,18 @@ func freeLocalAddr() string {
 	Expect(err).NotTo(HaveOccurred())
 	return addr
 }
+
+var _ = AfterSuite(func() {
+	if cancel != nil {
+		cancel()
+	}
+	if stopManager != nil {
+		stopManager()
+	}
+	if mailServer != nil {
+		Expect(mailServer.Close()).To(Succeed())
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
