@@ -21,6 +21,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/access"
+	"github.com/partnerops/customer-operator/internal/invitation"
 	"github.com/partnerops/customer-operator/internal/mail"
 	"github.com/partnerops/customer-operator/internal/members"
 	"github.com/partnerops/customer-operator/internal/status"
@@ -83,10 +84,10 @@ const ResyncPeriod = 10 * time.Hour
 const ExpiryHorizon = ResyncPeriod + ResyncPeriod/5
 
 // InvitationLinker makes the link of an invitation: <portal-url>/invitations/<token>,
-// the token derived from the membership's UID and the round, so that a mail re-sent
-// after a crash carries the same link.
+// the token derived from the membership's name, UID and the round, so that a mail
+// re-sent after a crash carries the same link.
 type InvitationLinker interface {
-	Link(uid types.UID, round int32) (string, error)
+	Link(claim invitation.Claim) (string, error)
 }
 
 // membershipScope is what the phases of one reconcile share. The membership and its

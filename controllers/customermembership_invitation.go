@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -292,7 +291,7 @@ func (r *CustomerMembershipReconciler) backoff(attempts int32) time.Duration {
 // invitationMessage renders the mail of the membership's current round.
 func (r *CustomerMembershipReconciler) invitationMessage(m *v1alpha1.CustomerMembership, customer *v1alpha1.Customer, now time.Time) (mail.Message, error) {
 	round := m.Status.Invitation.Round
-	link, err := r.Links.Link(m.UID, round)
+	link, err := r.Links.Link(invitation.Claim{Name: m.Name, UID: m.UID, Round: round})
 	if err != nil {
 		return mail.Message{}, fmt.Errorf("making the invitation link: %w", err)
 	}
@@ -314,7 +313,7 @@ func (r *CustomerMembershipReconciler) invitationMessage(m *v1alpha1.CustomerMem
 }
 
 // TokenLinks makes invitation links from the operator's HMAC key
-// (internal/invitation): deterministic per membership UID and round, never stored.
+// (internal/invitation): deterministic per membership and round, never stored.
 type TokenLinks struct {
 	// Key is the invitation key (invitation.EnsureKey).
 	Key []byte
@@ -323,6 +322,6 @@ type TokenLinks struct {
 }
 
 // Link implements InvitationLinker.
-func (l TokenLinks) Link(uid types.UID, round int32) (string, error) {
-	return invitation.Link(l.PortalURL, invitation.Token(l.Key, uid, round))
+func (l TokenLinks) Link(claim invitation.Claim) (string, error) {
+	return invitation.Link(l.PortalURL, invitation.Token(l.Key, claim))
 }

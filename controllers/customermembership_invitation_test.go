@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/invitation"
 	"github.com/partnerops/customer-operator/internal/mail"
 	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 )
@@ -199,7 +200,7 @@ func TestCrashBetweenSendAndRecordSendsTheSameMailAgain(t *testing.T) {
 
 	g.Expect(h.sent).To(HaveLen(1), "at most one duplicate")
 	g.Expect(h.sent[0].msg.MessageID).To(Equal("<"+string(testUID)+".1@customer-operator>"), "same Message-ID")
-	link, err := h.r.Links.Link(testUID, 1)
+	link, err := h.r.Links.Link(invitation.Claim{Name: "m", UID: testUID, Round: 1})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(h.sent[0].msg.Text).To(ContainSubstring(link), "same link")
 	g.Expect(h.get(t, "m").Status.Invitation.Attempts).To(Equal(int32(2)))

@@ -5,27 +5,35 @@
 //
 // A token is the unpadded base64url encoding (RFC 4648 §5) of
 //
-//	format (1 byte) ‖ round (4 bytes, big-endian) ‖ mac (32 bytes) ‖ uid (the rest)
+//	format (1 byte) ‖ round (4 bytes, big-endian) ‖ mac (32 bytes) ‖ uid ‖ name
 //
-// where mac = HMAC-SHA256(key, "customer-operator/invitation/v1\x00" ‖ round ‖ uid)
-// over the membership's UID as a string. The uid is stored as the 16 bytes of the
-// UUID when the UID is a canonical UUID (format 1, what the API server assigns),
-// else as its raw bytes (format 2; at most MaxUIDLen bytes), so a token of a real
-// membership is 53 bytes, 71 characters.
+// where mac = HMAC-SHA256(key, "customer-operator/invitation/v2\x00" ‖ round ‖ uid ‖
+// "\x00" ‖ name) over the membership's UID and name as strings. The uid is stored
+// as the 16 bytes of the UUID when the UID is a canonical UUID (format 3, what the
+// API server assigns), else as one length byte and its raw bytes (format 4; at most
+// MaxUIDLen bytes). The name (a DNS subdomain, at most MaxNameLen bytes) is the
+// rest. A token of a real membership named "acme-alice" is 63 bytes, 84 characters.
 //
 // Why this shape:
-//   - Deterministic: the same key, UID and round always give the same token, so a
-//     mail re-sent after a crash carries the same link, and nothing secret has to be
-//     stored. Tokens never go into status or logs.
+//   - Deterministic: the same key, membership and round always give the same
+//     token, so a mail re-sent after a crash carries the same link, and nothing
+//     secret has to be stored. Tokens never go into status or logs.
 //   - 256 bits of MAC: guessing a valid token is hopeless, and hmac.Equal keeps the
-//     comparison constant-time.
-//   - The UID and round travel in clear inside the token, so the portal finds the
-//     membership through an index lookup, without listing or trying candidates. The
-//     UID is not secret (anyone who may read the object sees it); the MAC is what
-//     proves the link was issued by the operator.
+//     comparison constant-time. The MAC is checked before anything is looked up,
+//     so a forged link learns nothing about which memberships exist.
+//   - The name travels in clear, so the portal gets the membership by its key from
+//     the manager's cache: no index on UIDs (one map per membership in the cache,
+//     ~7 MB at 20,000 memberships; docs/benchmarks.md). The UID is signed and
+//     compared with the object's: a membership deleted and created again under the
+//     same name has a new UID, and the old links do not open it.
+//   - The UID and name are not secret (anyone who may read the object sees them);
+//     the MAC is what proves the link was issued by the operator.
 //   - The round is signed: a new round (the resend-invitation annotation) kills the
 //     old link without any revocation list. Single use and expiry are enforced by the
 //     portal against the membership's status, not by the token.
+//
+// Formats 1 and 2 (v1: the UID without the name, found through a UID index) are no
+// longer accepted.
 package invitation
 
 import (
@@ -40,6 +48,7 @@ import (
 
 	"github.com/google/uuid"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 const (
@@ -52,18 +61,21 @@ const (
 	// MaxUIDLen bounds the UID carried in a token (Kubernetes UIDs are 36 characters).
 	MaxUIDLen = 128
 
+	// MaxNameLen bounds the membership name carried in a token: a DNS subdomain.
+	MaxNameLen = validation.DNS1123SubdomainMaxLength
+
 	// MaxTokenLen is the longest token Parse looks at; anything longer is rejected
 	// before decoding.
-	MaxTokenLen = ((headerLen+MaxUIDLen)*4 + 2) / 3
+	MaxTokenLen = ((headerLen+1+MaxUIDLen+MaxNameLen)*4 + 2) / 3
 
-	formatUUID byte = 1
-	formatRaw  byte = 2
+	formatUUID byte = 3
+	formatRaw  byte = 4
 
 	roundLen  = 4
 	macLen    = sha256.Size
 	headerLen = 1 + roundLen + macLen
 
-	macDomain = "customer-operator/invitation/v1\x00"
+	macDomain = "customer-operator/invitation/v2\x00"
 )
 
 // ErrMalformed is returned by Parse for anything that is not a well-formed token.
@@ -72,63 +84,73 @@ var ErrMalformed = errors.New("malformed invitation token")
 // encoding is strict so that every token has exactly one spelling.
 var encoding = base64.RawURLEncoding.Strict()
 
-// Token returns the invitation token of the membership with the given UID in the
-// given round. It is deterministic: same inputs, same token. (A UID longer than
-// MaxUIDLen or with characters outside printable ASCII gives a token that Parse
-// rejects; the API server's UIDs never do.)
-func Token(key []byte, uid types.UID, round int32) string {
-	format, uidBytes := encodeUID(uid)
-	buf := make([]byte, 0, headerLen+len(uidBytes))
+// Claim is what a token says: which membership, in which invitation round.
+type Claim struct {
+	// Name and UID are the membership's.
+	Name string
+	UID  types.UID
+	// Round is the invitation round (status.invitation.round) the link was sent in.
+	Round int32
+}
+
+// Token returns the invitation token of the claim. It is deterministic: same
+// inputs, same token. (A UID longer than MaxUIDLen or with characters outside
+// printable ASCII, or a name that is not a DNS subdomain, gives a token that Parse
+// rejects; the API server's memberships never do.)
+func Token(key []byte, c Claim) string {
+	format, uidBytes := encodeUID(c.UID)
+	buf := make([]byte, 0, headerLen+len(uidBytes)+len(c.Name))
 	buf = append(buf, format)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(round))
-	buf = append(buf, computeMAC(key, uid, round)...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(c.Round))
+	buf = append(buf, computeMAC(key, c)...)
 	buf = append(buf, uidBytes...)
+	buf = append(buf, c.Name...)
 	return encoding.EncodeToString(buf)
 }
 
-// Parse splits a token into the UID and round it claims and its MAC, without
-// checking the MAC: use Verify (or Open) for that. It rejects anything malformed,
-// including rounds below 1.
-func Parse(token string) (uid types.UID, round int32, mac []byte, err error) {
+// Parse splits a token into the claim it makes and its MAC, without checking the
+// MAC: use Verify (or Open) for that. It rejects anything malformed, including
+// rounds below 1 and names that are not DNS subdomains.
+func Parse(token string) (c Claim, mac []byte, err error) {
 	if token == "" || len(token) > MaxTokenLen || !base64URLAlphabet(token) {
-		return "", 0, nil, ErrMalformed
+		return Claim{}, nil, ErrMalformed
 	}
 	raw, err := encoding.DecodeString(token)
 	if err != nil || len(raw) <= headerLen {
-		return "", 0, nil, ErrMalformed
+		return Claim{}, nil, ErrMalformed
 	}
-	round = int32(binary.BigEndian.Uint32(raw[1 : 1+roundLen]))
-	if round < 1 {
-		return "", 0, nil, ErrMalformed
+	c.Round = int32(binary.BigEndian.Uint32(raw[1 : 1+roundLen]))
+	if c.Round < 1 {
+		return Claim{}, nil, ErrMalformed
 	}
-	uid, ok := decodeUID(raw[0], raw[headerLen:])
-	if !ok {
-		return "", 0, nil, ErrMalformed
+	uid, name, ok := decodeUID(raw[0], raw[headerLen:])
+	if !ok || len(name) > MaxNameLen || len(validation.IsDNS1123Subdomain(string(name))) > 0 {
+		return Claim{}, nil, ErrMalformed
 	}
-	mac = raw[1+roundLen : headerLen]
-	return uid, round, mac, nil
+	c.UID, c.Name = uid, string(name)
+	return c, raw[1+roundLen : headerLen], nil
 }
 
-// Verify reports whether token is the valid token of (uid, round) under key.
-func Verify(key []byte, token string, uid types.UID, round int32) bool {
-	gotUID, gotRound, mac, err := Parse(token)
-	if err != nil || gotUID != uid || gotRound != round {
+// Verify reports whether token is the valid token of claim c under key.
+func Verify(key []byte, token string, c Claim) bool {
+	got, mac, err := Parse(token)
+	if err != nil || got != c {
 		return false
 	}
-	return hmac.Equal(mac, computeMAC(key, uid, round))
+	return hmac.Equal(mac, computeMAC(key, c))
 }
 
-// Open parses token and checks its MAC under key, returning the membership UID and
-// round it was issued for. It is what the portal calls with the token from the URL.
-func Open(key []byte, token string) (types.UID, int32, error) {
-	uid, round, mac, err := Parse(token)
+// Open parses token and checks its MAC under key, returning the claim it was
+// issued for. It is what the portal calls with the token from the URL.
+func Open(key []byte, token string) (Claim, error) {
+	c, mac, err := Parse(token)
 	if err != nil {
-		return "", 0, err
+		return Claim{}, err
 	}
-	if !hmac.Equal(mac, computeMAC(key, uid, round)) {
-		return "", 0, ErrMalformed
+	if !hmac.Equal(mac, computeMAC(key, c)) {
+		return Claim{}, ErrMalformed
 	}
-	return uid, round, nil
+	return c, nil
 }
 
 // Link returns the invitation link for token under the portal's base URL
@@ -157,43 +179,55 @@ func UIDPrefix(uid types.UID) string {
 	return string(uid[:n])
 }
 
-func computeMAC(key []byte, uid types.UID, round int32) []byte {
+func computeMAC(key []byte, c Claim) []byte {
 	h := hmac.New(sha256.New, key)
 	h.Write([]byte(macDomain))
-	h.Write(binary.BigEndian.AppendUint32(nil, uint32(round)))
-	h.Write([]byte(uid))
+	h.Write(binary.BigEndian.AppendUint32(nil, uint32(c.Round)))
+	h.Write([]byte(c.UID))
+	h.Write([]byte{0}) // UIDs are printable ASCII: the separator is unambiguous
+	h.Write([]byte(c.Name))
 	return h.Sum(nil)
 }
 
-// encodeUID stores a canonical UUID in its 16 binary bytes, anything else raw. Only
-// an exact round trip qualifies as canonical, so decodeUID always gives back the
-// very string the MAC was computed over.
+// encodeUID stores a canonical UUID in its 16 binary bytes, anything else as a
+// length byte and its raw bytes. Only an exact round trip qualifies as canonical,
+// so decodeUID always gives back the very string the MAC was computed over.
 func encodeUID(uid types.UID) (byte, []byte) {
 	if id, err := uuid.Parse(string(uid)); err == nil && id.String() == string(uid) {
 		return formatUUID, id[:]
 	}
-	return formatRaw, []byte(uid)
+	return formatRaw, append([]byte{byte(len(uid))}, uid...)
 }
 
-func decodeUID(format byte, b []byte) (types.UID, bool) {
+// decodeUID reads the UID of the format from the start of b and returns it with
+// the rest of b (the name).
+func decodeUID(format byte, b []byte) (types.UID, []byte, bool) {
 	switch format {
 	case formatUUID:
-		id, err := uuid.FromBytes(b)
+		if len(b) < len(uuid.UUID{}) {
+			return "", nil, false
+		}
+		id, err := uuid.FromBytes(b[:len(uuid.UUID{})])
 		if err != nil {
-			return "", false
+			return "", nil, false
 		}
-		return types.UID(id.String()), true
+		return types.UID(id.String()), b[len(uuid.UUID{}):], true
 	case formatRaw:
-		if len(b) > MaxUIDLen || !printableASCII(b) {
-			return "", false
+		if len(b) < 1 {
+			return "", nil, false
 		}
-		if f, _ := encodeUID(types.UID(b)); f != formatRaw {
-			// A canonical UUID must use format 1, so that every UID has exactly one token.
-			return "", false
+		n := int(b[0])
+		if n == 0 || n > MaxUIDLen || len(b) < 1+n || !printableASCII(b[1:1+n]) {
+			return "", nil, false
 		}
-		return types.UID(b), true
+		uid := types.UID(b[1 : 1+n])
+		if f, _ := encodeUID(uid); f != formatRaw {
+			// A canonical UUID must use format 3, so that every UID has exactly one token.
+			return "", nil, false
+		}
+		return uid, b[1+n:], true
 	}
-	return "", false
+	return "", nil, false
 }
 
 // base64URLAlphabet reports whether s uses only the base64url alphabet: the decoder

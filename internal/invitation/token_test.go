@@ -16,104 +16,109 @@ var (
 	testUID   = types.UID("6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f")
 	otherUID  = types.UID("6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e60")
 	testRound = int32(3)
+	testClaim = Claim{Name: "acme-alice", UID: testUID, Round: testRound}
 )
 
 func TestTokenRoundTrip(t *testing.T) {
 	tests := []struct {
 		name    string
-		uid     types.UID
-		round   int32
+		claim   Claim
 		wantLen int
 	}{
-		{name: "API server UUID", uid: testUID, round: 1, wantLen: 71},
-		{name: "large round", uid: testUID, round: 1<<31 - 1, wantLen: 71},
-		{name: "non-UUID UID (fake clients)", uid: "membership-1", round: 2},
-		{name: "upper-case UUID stays raw, so its exact spelling survives", uid: "6F1C2F0E-3B4A-4C1D-9E8F-0A1B2C3D4E5F", round: 1},
-		{name: "UUID without dashes stays raw", uid: "6f1c2f0e3b4a4c1d9e8f0a1b2c3d4e5f", round: 1},
-		{name: "longest UID", uid: types.UID(strings.Repeat("u", MaxUIDLen)), round: 1},
+		{name: "API server UUID", claim: Claim{Name: "acme-alice", UID: testUID, Round: 1}, wantLen: 84},
+		{name: "large round", claim: Claim{Name: "acme-alice", UID: testUID, Round: 1<<31 - 1}, wantLen: 84},
+		{name: "non-UUID UID (fake clients)", claim: Claim{Name: "m1", UID: "membership-1", Round: 2}},
+		{name: "upper-case UUID stays raw, so its exact spelling survives", claim: Claim{Name: "m", UID: "6F1C2F0E-3B4A-4C1D-9E8F-0A1B2C3D4E5F", Round: 1}},
+		{name: "UUID without dashes stays raw", claim: Claim{Name: "m", UID: "6f1c2f0e3b4a4c1d9e8f0a1b2c3d4e5f", Round: 1}},
+		{name: "longest UID", claim: Claim{Name: "m", UID: types.UID(strings.Repeat("u", MaxUIDLen)), Round: 1}},
+		{name: "dotted name", claim: Claim{Name: "acme.alice.example.com", UID: testUID, Round: 1}},
+		{name: "longest UID and name", claim: Claim{Name: strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 61), UID: types.UID(strings.Repeat("u", MaxUIDLen)), Round: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			token := Token(testKey, tt.uid, tt.round)
+			token := Token(testKey, tt.claim)
 
-			g.Expect(Token(testKey, tt.uid, tt.round)).To(Equal(token), "deterministic: a re-sent mail has the same link")
+			g.Expect(Token(testKey, tt.claim)).To(Equal(token), "deterministic: a re-sent mail has the same link")
 			if tt.wantLen != 0 {
 				g.Expect(token).To(HaveLen(tt.wantLen))
 			}
+			g.Expect(len(token)).To(BeNumerically("<=", MaxTokenLen))
 			g.Expect(token).To(MatchRegexp(`^[A-Za-z0-9_-]+$`), "URL-safe without escaping")
 
-			uid, round, mac, err := Parse(token)
+			claim, mac, err := Parse(token)
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(uid).To(Equal(tt.uid))
-			g.Expect(round).To(Equal(tt.round))
+			g.Expect(claim).To(Equal(tt.claim))
 			g.Expect(len(mac) * 8).To(BeNumerically(">=", 256))
 
-			g.Expect(Verify(testKey, token, tt.uid, tt.round)).To(BeTrue())
-			uid, round, err = Open(testKey, token)
+			g.Expect(Verify(testKey, token, tt.claim)).To(BeTrue())
+			claim, err = Open(testKey, token)
 			g.Expect(err).NotTo(HaveOccurred())
-			g.Expect(uid).To(Equal(tt.uid))
-			g.Expect(round).To(Equal(tt.round))
+			g.Expect(claim).To(Equal(tt.claim))
 		})
 	}
 }
 
 func TestTokenDiffers(t *testing.T) {
 	g := NewWithT(t)
-	base := Token(testKey, testUID, testRound)
-	g.Expect(Token(otherKey, testUID, testRound)).NotTo(Equal(base))
-	g.Expect(Token(testKey, otherUID, testRound)).NotTo(Equal(base))
-	g.Expect(Token(testKey, testUID, testRound+1)).NotTo(Equal(base), "a new round kills the old link")
+	base := Token(testKey, testClaim)
+	with := func(change func(*Claim)) Claim { c := testClaim; change(&c); return c }
+	g.Expect(Token(otherKey, testClaim)).NotTo(Equal(base))
+	g.Expect(Token(testKey, with(func(c *Claim) { c.UID = otherUID }))).NotTo(Equal(base),
+		"a membership created again under the same name has other links")
+	g.Expect(Token(testKey, with(func(c *Claim) { c.Name = "acme-bob" }))).NotTo(Equal(base))
+	g.Expect(Token(testKey, with(func(c *Claim) { c.Round++ }))).NotTo(Equal(base), "a new round kills the old link")
 }
 
 func TestVerifyRejects(t *testing.T) {
-	token := Token(testKey, testUID, testRound)
+	token := Token(testKey, testClaim)
+	with := func(change func(*Claim)) Claim { c := testClaim; change(&c); return c }
 	tests := []struct {
 		name  string
 		key   []byte
 		token string
-		uid   types.UID
-		round int32
+		claim Claim
 	}{
-		{name: "wrong key", key: otherKey, token: token, uid: testUID, round: testRound},
-		{name: "wrong round", key: testKey, token: token, uid: testUID, round: testRound + 1},
-		{name: "older round", key: testKey, token: token, uid: testUID, round: testRound - 1},
-		{name: "wrong uid", key: testKey, token: token, uid: otherUID, round: testRound},
-		{name: "token of another membership", key: testKey, token: Token(testKey, otherUID, testRound), uid: testUID, round: testRound},
-		{name: "empty", key: testKey, token: "", uid: testUID, round: testRound},
-		{name: "truncated", key: testKey, token: token[:len(token)-1], uid: testUID, round: testRound},
-		{name: "extended", key: testKey, token: token + "A", uid: testUID, round: testRound},
-		{name: "padded", key: testKey, token: token + "=", uid: testUID, round: testRound},
-		{name: "standard base64 alphabet", key: testKey, token: strings.NewReplacer("-", "+", "_", "/").Replace(token) + "+/", uid: testUID, round: testRound},
-		{name: "line break inside (the decoder would skip it)", key: testKey, token: token[:10] + "\r\n" + token[10:], uid: testUID, round: testRound},
-		{name: "not base64", key: testKey, token: "this is not a token!", uid: testUID, round: testRound},
-		{name: "too long", key: testKey, token: strings.Repeat("A", MaxTokenLen+1), uid: testUID, round: testRound},
+		{name: "wrong key", key: otherKey, token: token, claim: testClaim},
+		{name: "wrong round", key: testKey, token: token, claim: with(func(c *Claim) { c.Round++ })},
+		{name: "older round", key: testKey, token: token, claim: with(func(c *Claim) { c.Round-- })},
+		{name: "wrong uid", key: testKey, token: token, claim: with(func(c *Claim) { c.UID = otherUID })},
+		{name: "wrong name", key: testKey, token: token, claim: with(func(c *Claim) { c.Name = "acme-bob" })},
+		{name: "token of another membership", key: testKey, token: Token(testKey, with(func(c *Claim) { c.UID = otherUID })), claim: testClaim},
+		{name: "empty", key: testKey, token: "", claim: testClaim},
+		{name: "truncated", key: testKey, token: token[:len(token)-1], claim: testClaim},
+		{name: "extended", key: testKey, token: token + "A", claim: testClaim},
+		{name: "padded", key: testKey, token: token + "=", claim: testClaim},
+		{name: "standard base64 alphabet", key: testKey, token: strings.NewReplacer("-", "+", "_", "/").Replace(token) + "+/", claim: testClaim},
+		{name: "line break inside (the decoder would skip it)", key: testKey, token: token[:10] + "\r\n" + token[10:], claim: testClaim},
+		{name: "not base64", key: testKey, token: "this is not a token!", claim: testClaim},
+		{name: "too long", key: testKey, token: strings.Repeat("A", MaxTokenLen+1), claim: testClaim},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			g.Expect(Verify(tt.key, tt.token, tt.uid, tt.round)).To(BeFalse())
+			g.Expect(Verify(tt.key, tt.token, tt.claim)).To(BeFalse())
 		})
 	}
 }
 
 func TestOpenRejectsEveryFlippedBit(t *testing.T) {
 	g := NewWithT(t)
-	raw, err := base64.RawURLEncoding.DecodeString(Token(testKey, testUID, testRound))
+	raw, err := base64.RawURLEncoding.DecodeString(Token(testKey, testClaim))
 	g.Expect(err).NotTo(HaveOccurred())
 	for i := range len(raw) * 8 {
 		tampered := bytes.Clone(raw)
 		tampered[i/8] ^= 1 << (i % 8)
-		_, _, err := Open(testKey, base64.RawURLEncoding.EncodeToString(tampered))
+		_, err := Open(testKey, base64.RawURLEncoding.EncodeToString(tampered))
 		g.Expect(err).To(MatchError(ErrMalformed), "bit %d", i)
 	}
 }
 
 func TestOpenRejectsEveryTruncation(t *testing.T) {
 	g := NewWithT(t)
-	token := Token(testKey, testUID, testRound)
+	token := Token(testKey, testClaim)
 	for n := range len(token) {
-		_, _, err := Open(testKey, token[:n])
+		_, err := Open(testKey, token[:n])
 		g.Expect(err).To(HaveOccurred(), "prefix of length %d", n)
 	}
 }
@@ -123,6 +128,8 @@ func TestParseRejects(t *testing.T) {
 		b := []byte{format, byte(round >> 24), byte(round >> 16), byte(round >> 8), byte(round)}
 		return append(b, make([]byte, macLen)...)
 	}
+	raw := func(uid, name string) []byte { return append(append([]byte{byte(len(uid))}, uid...), name...) }
+	uuidBytes := func(name string) []byte { return append(make([]byte, 16), name...) }
 	enc := base64.RawURLEncoding.EncodeToString
 	tests := []struct {
 		name  string
@@ -131,19 +138,29 @@ func TestParseRejects(t *testing.T) {
 		{name: "empty", token: ""},
 		{name: "non-base64", token: "%%%"},
 		{name: "header only", token: enc(header(formatRaw, 1))},
-		{name: "round 0", token: enc(append(header(formatRaw, 0), "uid"...))},
-		{name: "negative round", token: enc(append(header(formatRaw, 1<<31), "uid"...))},
-		{name: "unknown format", token: enc(append(header(9, 1), "uid"...))},
+		{name: "round 0", token: enc(append(header(formatRaw, 0), raw("uid", "m")...))},
+		{name: "negative round", token: enc(append(header(formatRaw, 1<<31), raw("uid", "m")...))},
+		{name: "unknown format", token: enc(append(header(9, 1), raw("uid", "m")...))},
+		{name: "v1 UUID format (no name)", token: enc(append(header(1, 1), make([]byte, 16)...))},
+		{name: "v1 raw format (no name)", token: enc(append(header(2, 1), "uid"...))},
 		{name: "UUID format with 15 bytes", token: enc(append(header(formatUUID, 1), make([]byte, 15)...))},
-		{name: "raw UID with a space", token: enc(append(header(formatRaw, 1), "a b"...))},
-		{name: "raw UID with a newline (log injection)", token: enc(append(header(formatRaw, 1), "a\nb"...))},
-		{name: "raw UID that is a canonical UUID", token: enc(append(header(formatRaw, 1), testUID...))},
-		{name: "raw UID too long", token: enc(append(header(formatRaw, 1), strings.Repeat("u", MaxUIDLen+1)...))},
+		{name: "UUID without a name", token: enc(append(header(formatUUID, 1), uuidBytes("")...))},
+		{name: "raw UID without a name", token: enc(append(header(formatRaw, 1), raw("uid", "")...))},
+		{name: "raw UID of length 0", token: enc(append(header(formatRaw, 1), raw("", "m")...))},
+		{name: "raw UID longer than the rest", token: enc(append(header(formatRaw, 1), 9, 'u', 'i', 'd'))},
+		{name: "raw UID with a space", token: enc(append(header(formatRaw, 1), raw("a b", "m")...))},
+		{name: "raw UID with a newline (log injection)", token: enc(append(header(formatRaw, 1), raw("a\nb", "m")...))},
+		{name: "raw UID that is a canonical UUID", token: enc(append(header(formatRaw, 1), raw(string(testUID), "m")...))},
+		{name: "raw UID too long", token: enc(append(header(formatRaw, 1), raw(strings.Repeat("u", MaxUIDLen+1), "m")...))},
+		{name: "name with upper case", token: enc(append(header(formatUUID, 1), uuidBytes("Acme")...))},
+		{name: "name with a newline (log injection)", token: enc(append(header(formatUUID, 1), uuidBytes("acme\nalice")...))},
+		{name: "name with a slash", token: enc(append(header(formatUUID, 1), uuidBytes("acme/alice")...))},
+		{name: "name too long", token: enc(append(header(formatUUID, 1), uuidBytes(strings.Repeat("a", MaxNameLen+1))...))},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			_, _, _, err := Parse(tt.token)
+			_, _, err := Parse(tt.token)
 			g.Expect(err).To(MatchError(ErrMalformed))
 		})
 	}
@@ -189,26 +206,26 @@ func TestUIDPrefix(t *testing.T) {
 // FuzzParse checks that Parse never panics, that a parsed token has exactly one
 // spelling, and that Open accepts only tokens that Token made.
 func FuzzParse(f *testing.F) {
-	f.Add(Token(testKey, testUID, 1))
-	f.Add(Token(testKey, "membership-1", 7))
+	f.Add(Token(testKey, testClaim))
+	f.Add(Token(testKey, Claim{Name: "m1", UID: "membership-1", Round: 7}))
 	f.Add("")
 	f.Add("AAAA")
 	f.Fuzz(func(t *testing.T, token string) {
-		uid, round, mac, err := Parse(token)
+		claim, mac, err := Parse(token)
 		if err != nil {
 			return
 		}
-		if round < 1 || len(mac) != macLen || len(uid) == 0 {
-			t.Fatalf("Parse(%q) = %q, %d, %x: invalid result without error", token, uid, round, mac)
+		if claim.Round < 1 || len(mac) != macLen || len(claim.UID) == 0 || claim.Name == "" {
+			t.Fatalf("Parse(%q) = %+v, %x: invalid result without error", token, claim, mac)
 		}
-		format, uidBytes := encodeUID(uid)
-		again := append([]byte{format}, byte(round>>24), byte(round>>16), byte(round>>8), byte(round))
-		again = append(append(again, mac...), uidBytes...)
+		format, uidBytes := encodeUID(claim.UID)
+		again := append([]byte{format}, byte(claim.Round>>24), byte(claim.Round>>16), byte(claim.Round>>8), byte(claim.Round))
+		again = append(append(append(again, mac...), uidBytes...), claim.Name...)
 		if got := base64.RawURLEncoding.EncodeToString(again); got != token {
 			t.Fatalf("token %q re-encodes as %q: more than one spelling", token, got)
 		}
-		if _, _, err := Open(testKey, token); (err == nil) != (token == Token(testKey, uid, round)) {
-			t.Fatalf("Open(%q) = %v, but Token gives %q", token, err, Token(testKey, uid, round))
+		if _, err := Open(testKey, token); (err == nil) != (token == Token(testKey, claim)) {
+			t.Fatalf("Open(%q) = %v, but Token gives %q", token, err, Token(testKey, claim))
 		}
 	})
 }

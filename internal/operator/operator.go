@@ -462,9 +462,6 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 	}
 
 	// The acceptance page, on its own listener, on every replica.
-	if err := portal.IndexMembershipUID(ctx, mgr.GetFieldIndexer()); err != nil {
-		return err
-	}
 	server, err := portal.New(portal.Options{
 		BindAddress: opts.PortalBindAddress,
 		Key:         key,

@@ -56,7 +56,7 @@ func testMembership() *v1alpha1.CustomerMembership {
 }
 
 func tokenOf(m *v1alpha1.CustomerMembership, round int32) string {
-	return invitation.Token(testKey, m.UID, round)
+	return invitation.Token(testKey, invitation.Claim{Name: m.Name, UID: m.UID, Round: round})
 }
 
 // fakeStore is an in-memory Store.
@@ -65,7 +65,7 @@ type fakeStore struct {
 	memberships map[types.UID]*v1alpha1.CustomerMembership
 	customers   map[string]*v1alpha1.Customer
 	err         error  // returned by every call when set
-	panicWith   string // panics in MembershipByUID when set
+	panicWith   string // panics in Membership when set
 	accepts     int
 }
 
@@ -84,7 +84,7 @@ func newFakeStore(objs ...any) *fakeStore {
 	return s
 }
 
-func (s *fakeStore) MembershipByUID(_ context.Context, uid types.UID) (*v1alpha1.CustomerMembership, error) {
+func (s *fakeStore) Membership(_ context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.panicWith != "" {
@@ -94,7 +94,7 @@ func (s *fakeStore) MembershipByUID(_ context.Context, uid types.UID) (*v1alpha1
 		return nil, s.err
 	}
 	m, ok := s.memberships[uid]
-	if !ok {
+	if !ok || m.Name != name {
 		return nil, ErrNotFound
 	}
 	return m.DeepCopy(), nil

@@ -31,7 +31,6 @@ import (
 
 	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -225,14 +224,15 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 		renderMessage(w, pageTooMany)
 		return
 	}
-	uid, round, err := invitation.Open(s.key, r.PathValue("token"))
+	claim, err := invitation.Open(s.key, r.PathValue("token"))
 	if err != nil {
 		renderMessage(w, pageInvalid)
 		return
 	}
-	log := s.log.WithValues("uid", invitation.UIDPrefix(uid), "round", round)
+	round := claim.Round
+	log := s.log.WithValues("membership", claim.Name, "uid", invitation.UIDPrefix(claim.UID), "round", round)
 
-	m, customer, err := s.lookup(r.Context(), uid, round, now)
+	m, customer, err := s.lookup(r.Context(), claim, now)
 	if err != nil {
 		s.renderError(w, log, err)
 		return
@@ -255,12 +255,12 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 
 // lookup finds the membership of a verified token and its customer, and checks
 // that the token may still be used.
-func (s *Server) lookup(ctx context.Context, uid types.UID, round int32, now time.Time) (*v1alpha1.CustomerMembership, *v1alpha1.Customer, error) {
-	m, err := s.store.MembershipByUID(ctx, uid)
+func (s *Server) lookup(ctx context.Context, claim invitation.Claim, now time.Time) (*v1alpha1.CustomerMembership, *v1alpha1.Customer, error) {
+	m, err := s.store.Membership(ctx, claim.Name, claim.UID)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := CheckInvitation(m, round, now); err != nil {
+	if err := CheckInvitation(m, claim.Round, now); err != nil {
 		return nil, nil, err
 	}
 	customer, err := s.store.Customer(ctx, string(m.Spec.Customer))

@@ -119,7 +119,7 @@ func TestAcceptedPageForAdmins(t *testing.T) {
 }
 
 func TestRefusals(t *testing.T) {
-	otherKeyToken := invitation.Token([]byte(strings.Repeat("k", 32)), testUID, 2)
+	otherKeyToken := invitation.Token([]byte(strings.Repeat("k", 32)), invitation.Claim{Name: "acme-alice", UID: testUID, Round: 2})
 	valid := tokenOf(testMembership(), 2)
 	raw, _ := base64.RawURLEncoding.DecodeString(valid)
 	raw[20] ^= 1 // a bit of the MAC
@@ -135,7 +135,8 @@ func TestRefusals(t *testing.T) {
 		{name: "tampered token", token: tampered, wantCode: 404, wantH1: "This invitation link is not valid"},
 		{name: "token signed with another key", token: otherKeyToken, wantCode: 404, wantH1: "This invitation link is not valid"},
 		{name: "garbage token", token: "hello", wantCode: 404, wantH1: "This invitation link is not valid"},
-		{name: "unknown membership", token: invitation.Token(testKey, "11111111-2222-4333-8444-555555555555", 2), wantCode: 404, wantH1: "This invitation link is not valid"},
+		{name: "unknown membership", token: invitation.Token(testKey, invitation.Claim{Name: "acme-carol", UID: "11111111-2222-4333-8444-555555555555", Round: 2}), wantCode: 404, wantH1: "This invitation link is not valid"},
+		{name: "membership created again under the same name", token: invitation.Token(testKey, invitation.Claim{Name: "acme-alice", UID: "11111111-2222-4333-8444-555555555555", Round: 2}), wantCode: 404, wantH1: "This invitation link is not valid"},
 		{name: "older round (resent)", token: tokenOf(testMembership(), 1), wantCode: 410, wantH1: "This invitation was replaced by a newer one"},
 		{name: "round from the future", token: tokenOf(testMembership(), 3), wantCode: 404, wantH1: "This invitation link is not valid"},
 		{
@@ -213,7 +214,7 @@ func TestTokensOfOtherMembershipsRevealNothing(t *testing.T) {
 	g.Expect(res.code).To(Equal(http.StatusOK))
 	g.Expect(res.body).NotTo(ContainSubstring("bob@example.com"))
 
-	forged := invitation.Token(testKey[:31], other.UID, 2) // wrong key: a guessed MAC
+	forged := invitation.Token(testKey[:31], invitation.Claim{Name: other.Name, UID: other.UID, Round: 2}) // wrong key: a guessed MAC
 	g.Expect(p.get(forged).code).To(Equal(http.StatusNotFound))
 }
 

@@ -33,8 +33,9 @@ var (
 
 // Store is what the portal needs from the cluster.
 type Store interface {
-	// MembershipByUID returns the membership with the UID, or ErrNotFound.
-	MembershipByUID(ctx context.Context, uid types.UID) (*v1alpha1.CustomerMembership, error)
+	// Membership returns the membership with the name, or ErrNotFound when there is
+	// none or its UID is not uid (deleted and created again under the same name).
+	Membership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error)
 	// Customer returns the customer with the name, or ErrNotFound.
 	Customer(ctx context.Context, name string) (*v1alpha1.Customer, error)
 	// Accept records that the invitation of round was accepted at now. It must fail
@@ -67,24 +68,6 @@ func CheckInvitation(m *v1alpha1.CustomerMembership, round int32, now time.Time)
 	return nil
 }
 
-// MembershipUIDField is the name of the cache index on CustomerMembership UIDs,
-// through which the portal finds the membership of a token without listing.
-const MembershipUIDField = "metadata.uid"
-
-// MembershipUID is the index function of MembershipUIDField.
-func MembershipUID(obj client.Object) []string {
-	return []string{string(obj.GetUID())}
-}
-
-// IndexMembershipUID registers the MembershipUIDField index; the manager calls it
-// with mgr.GetFieldIndexer() before it starts.
-func IndexMembershipUID(ctx context.Context, indexer client.FieldIndexer) error {
-	if err := indexer.IndexField(ctx, &v1alpha1.CustomerMembership{}, MembershipUIDField, MembershipUID); err != nil {
-		return fmt.Errorf("indexing CustomerMemberships by %s: %w", MembershipUIDField, err)
-	}
-	return nil
-}
-
 // ClientStore is the Store of a running manager: reads come from the cache (the
 // membership controller watches memberships and customers anyway), and the status
 // patch goes to the API server with an optimistic lock.
@@ -96,19 +79,20 @@ type ClientStore struct {
 	APIReader client.Reader
 }
 
-// MembershipByUID looks the membership up in the MembershipUIDField index.
-func (s *ClientStore) MembershipByUID(ctx context.Context, uid types.UID) (*v1alpha1.CustomerMembership, error) {
-	var list v1alpha1.CustomerMembershipList
-	if err := s.Client.List(ctx, &list, client.MatchingFields{MembershipUIDField: string(uid)}); err != nil {
-		return nil, fmt.Errorf("looking up membership by UID: %w", err)
+// Membership gets the membership by name (from the cache) and checks its UID.
+func (s *ClientStore) Membership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
+	var m v1alpha1.CustomerMembership
+	if err := s.Client.Get(ctx, client.ObjectKey{Name: name}, &m); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("getting membership %q: %w", name, err)
 	}
-	switch len(list.Items) {
-	case 0:
+	if m.UID != uid {
+		// Deleted and re-created under the same name: another membership.
 		return nil, ErrNotFound
-	case 1:
-		return &list.Items[0], nil
 	}
-	return nil, fmt.Errorf("%d memberships share one UID", len(list.Items))
+	return &m, nil
 }
 
 // Customer gets the customer by name.

@@ -31,12 +31,11 @@ func newScheme(t *testing.T) *runtime.Scheme {
 }
 
 // newClientStore is a ClientStore over controller-runtime's fake client with the
-// UID index and the status subresource, as in a real manager.
+// status subresource, as in a real manager.
 func newClientStore(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) (*ClientStore, client.Client) {
 	t.Helper()
 	b := fake.NewClientBuilder().
 		WithScheme(newScheme(t)).
-		WithIndex(&v1alpha1.CustomerMembership{}, MembershipUIDField, MembershipUID).
 		WithStatusSubresource(&v1alpha1.CustomerMembership{}, &v1alpha1.Customer{}).
 		WithObjects(objs...)
 	if funcs != nil {
@@ -62,16 +61,19 @@ func TestClientStoreLookups(t *testing.T) {
 	store, _ := newClientStore(t, nil, testMembership(), other, testCustomer())
 	ctx := context.Background()
 
-	m, err := store.MembershipByUID(ctx, testUID)
+	m, err := store.Membership(ctx, "acme-alice", testUID)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(m.Name).To(Equal("acme-alice"))
+	g.Expect(m.UID).To(Equal(testUID))
 
-	m, err = store.MembershipByUID(ctx, other.UID)
+	m, err = store.Membership(ctx, "acme-bob", other.UID)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(m.Name).To(Equal("acme-bob"))
+	g.Expect(m.UID).To(Equal(other.UID))
 
-	_, err = store.MembershipByUID(ctx, "11111111-2222-4333-8444-555555555555")
+	_, err = store.Membership(ctx, "acme-carol", "11111111-2222-4333-8444-555555555555")
 	g.Expect(err).To(MatchError(ErrNotFound))
+
+	_, err = store.Membership(ctx, "acme-alice", other.UID)
+	g.Expect(err).To(MatchError(ErrNotFound), "the name's object has another UID: deleted and created again")
 
 	c, err := store.Customer(ctx, "acme")
 	g.Expect(err).NotTo(HaveOccurred())
@@ -85,12 +87,11 @@ func TestClientStoreLookupErrorsAreWrapped(t *testing.T) {
 	g := NewWithT(t)
 	boom := errors.New("apiserver unreachable")
 	store, _ := newClientStore(t, &interceptor.Funcs{
-		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error { return boom },
 		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
 			return boom
 		},
 	})
-	_, err := store.MembershipByUID(context.Background(), testUID)
+	_, err := store.Membership(context.Background(), "acme-alice", testUID)
 	g.Expect(err).To(MatchError(boom))
 	g.Expect(err).NotTo(MatchError(ErrNotFound))
 	_, err = store.Customer(context.Background(), "acme")
@@ -103,7 +104,7 @@ func TestClientStoreAccept(t *testing.T) {
 	ctx := context.Background()
 	now := sentTime.Add(time.Hour)
 
-	m, err := store.MembershipByUID(ctx, testUID)
+	m, err := store.Membership(ctx, "acme-alice", testUID)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(store.Accept(ctx, m, 2, now)).To(Succeed())
 
@@ -136,7 +137,7 @@ func TestClientStoreAcceptRetriesConflicts(t *testing.T) {
 	store, c := newClientStore(t, funcs, testMembership(), testCustomer())
 	ctx := context.Background()
 
-	m, err := store.MembershipByUID(ctx, testUID)
+	m, err := store.Membership(ctx, "acme-alice", testUID)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(store.Accept(ctx, m, 2, sentTime.Add(time.Hour))).To(Succeed())
 
@@ -170,7 +171,7 @@ func TestClientStoreAcceptRechecksAfterConflict(t *testing.T) {
 			g := NewWithT(t)
 			store, c := newClientStore(t, nil, testMembership(), testCustomer())
 			ctx := context.Background()
-			m, err := store.MembershipByUID(ctx, testUID) // the portal's read...
+			m, err := store.Membership(ctx, "acme-alice", testUID) // the portal's read...
 			g.Expect(err).NotTo(HaveOccurred())
 
 			changed := getMembership(t, c, "acme-alice") // ...then someone else writes
@@ -187,7 +188,7 @@ func TestClientStoreAcceptGoneMembership(t *testing.T) {
 	g := NewWithT(t)
 	store, c := newClientStore(t, nil, testMembership(), testCustomer())
 	ctx := context.Background()
-	m, err := store.MembershipByUID(ctx, testUID)
+	m, err := store.Membership(ctx, "acme-alice", testUID)
 	g.Expect(err).NotTo(HaveOccurred())
 
 	g.Expect(c.Delete(ctx, m.DeepCopy())).To(Succeed())
@@ -198,7 +199,7 @@ func TestClientStoreAcceptRecreatedMembership(t *testing.T) {
 	g := NewWithT(t)
 	store, c := newClientStore(t, nil, testMembership(), testCustomer())
 	ctx := context.Background()
-	m, err := store.MembershipByUID(ctx, testUID)
+	m, err := store.Membership(ctx, "acme-alice", testUID)
 	g.Expect(err).NotTo(HaveOccurred())
 
 	g.Expect(c.Delete(ctx, m.DeepCopy())).To(Succeed())
@@ -221,27 +222,6 @@ func TestClientStoreAcceptReportsOtherErrors(t *testing.T) {
 	err := store.Accept(context.Background(), m, 2, sentTime.Add(time.Hour))
 	g.Expect(apierrors.IsForbidden(err)).To(BeTrue())
 	g.Expect(err).To(MatchError(ContainSubstring(`recording acceptance of membership "acme-alice"`)))
-}
-
-// recordingIndexer checks what IndexMembershipUID registers.
-type recordingIndexer struct {
-	obj     client.Object
-	field   string
-	extract client.IndexerFunc
-}
-
-func (r *recordingIndexer) IndexField(_ context.Context, obj client.Object, field string, extract client.IndexerFunc) error {
-	r.obj, r.field, r.extract = obj, field, extract
-	return nil
-}
-
-func TestIndexMembershipUID(t *testing.T) {
-	g := NewWithT(t)
-	var idx recordingIndexer
-	g.Expect(IndexMembershipUID(context.Background(), &idx)).To(Succeed())
-	g.Expect(idx.obj).To(BeAssignableToTypeOf(&v1alpha1.CustomerMembership{}))
-	g.Expect(idx.field).To(Equal(MembershipUIDField))
-	g.Expect(idx.extract(testMembership())).To(Equal([]string{string(testUID)}))
 }
 
 // TestPortalWithClientStore runs the handler against the client-backed store: the
