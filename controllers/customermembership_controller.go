@@ -228,7 +228,7 @@ func (r *CustomerMembershipReconciler) reconcileAccess(ctx context.Context, s *m
 			return ctrl.Result{}, true, nil
 		}
 	}
-	status.MarkReady(m, fmt.Sprintf("%s has %s access to customer %q", user, m.Spec.Role, m.Spec.Customer))
+	status.MarkReady(m, fmt.Sprintf("%s access to customer %q is granted", m.Spec.Role, m.Spec.Customer))
 	return ctrl.Result{}, true, nil
 }
 

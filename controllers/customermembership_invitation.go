@@ -49,7 +49,7 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 	if m.Status.AcceptedTime != nil {
 		// A resend request after acceptance changes nothing: there is nothing to accept.
 		status.Set(m, v1alpha1.AcceptedCondition, metav1.ConditionTrue, v1alpha1.AcceptedReason,
-			fmt.Sprintf("%s accepted the invitation at %s", m.Spec.Email, m.Status.AcceptedTime.UTC().Format(time.RFC3339)))
+			"the invitation was accepted")
 		return ctrl.Result{}, false, nil
 	}
 
@@ -93,22 +93,20 @@ func resendRequest(value string) string {
 func (r *CustomerMembershipReconciler) followExpiry(m *v1alpha1.CustomerMembership) ctrl.Result {
 	inv := m.Status.Invitation
 	status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason,
-		fmt.Sprintf("the invitation e-mail (round %d) was sent to %s at %s", inv.Round, m.Spec.Email, inv.SentTime.UTC().Format(time.RFC3339)))
+		fmt.Sprintf("the invitation e-mail (round %d) was sent", inv.Round))
 	now := r.Clock.Now()
 	if inv.ExpiryTime != nil && !now.Before(inv.ExpiryTime.Time) {
 		status.Set(m, v1alpha1.AcceptedCondition, metav1.ConditionFalse, v1alpha1.InvitationExpiredReason,
 			fmt.Sprintf("the invitation link expired at %s without being accepted; to send a new one, give the annotation %s a new value: kubectl annotate customermembership %s %s=\"$(date +%%s)\" --overwrite",
 				inv.ExpiryTime.UTC().Format(time.RFC3339), v1alpha1.ResendInvitationAnnotation, m.Name, v1alpha1.ResendInvitationAnnotation))
-		status.MarkReady(m, fmt.Sprintf("the invitation to %s expired; nothing is granted", m.Spec.Email))
+		status.MarkReady(m, "the invitation expired; nothing is granted")
 		return ctrl.Result{}
 	}
-	expires := "never"
-	if inv.ExpiryTime != nil {
-		expires = inv.ExpiryTime.UTC().Format(time.RFC3339)
-	}
+	// The texts are the same in every pending membership (the cache keeps one copy
+	// of them, internal/operator); what is per membership is in the status fields.
 	status.Set(m, v1alpha1.AcceptedCondition, metav1.ConditionFalse, v1alpha1.AwaitingAcceptanceReason,
-		fmt.Sprintf("waiting for %s to accept the invitation (the link works until %s)", m.Spec.Email, expires))
-	status.MarkReady(m, fmt.Sprintf("invitation sent to %s; access is granted once it is accepted", m.Spec.Email))
+		"waiting for the invitation to be accepted; the link works until status.invitation.expiryTime")
+	status.MarkReady(m, "the invitation is sent; access is granted once it is accepted")
 	if inv.ExpiryTime == nil {
 		return ctrl.Result{}
 	}
@@ -159,7 +157,7 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	inv.ExpiryTime = &metav1.Time{Time: now.Add(r.InvitationTTL)}
 	if previous == nil || previous.Reason != v1alpha1.SendFailedReason {
 		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason,
-			fmt.Sprintf("sending the invitation e-mail (round %d) to %s", inv.Round, m.Spec.Email))
+			fmt.Sprintf("sending the invitation e-mail (round %d)", inv.Round))
 		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, "sending the invitation e-mail")
 	} else {
 		// Still failing until this attempt proves otherwise.

@@ -82,7 +82,7 @@ func (r *CustomerQuotaReconciler) reconcileNormal(ctx context.Context, q *v1alph
 	used := int32(quota.LiveProjects(projects.Items, r.OperatorNamespace).Len())
 	limit := quota.LimitFor(q, 0)
 	q.Status.Used, q.Status.Max = used, limit.Max
-	setWithinQuota(q, customerName, used, limit.Max)
+	setWithinQuota(q, used, limit.Max)
 
 	var customer v1alpha1.Customer
 	err := r.Get(ctx, types.NamespacedName{Name: customerName}, &customer)
@@ -96,21 +96,21 @@ func (r *CustomerQuotaReconciler) reconcileNormal(ctx context.Context, q *v1alph
 		return fmt.Errorf("reading customer %q: %w", customerName, err)
 	}
 	q.Status.ObservedGeneration = q.Generation
-	status.MarkReady(q, fmt.Sprintf("customer %q has %d of %d projects", customerName, used, limit.Max))
+	status.MarkReady(q, fmt.Sprintf("%d of %d projects used", used, limit.Max))
 	return nil
 }
 
 // setWithinQuota sets WithinQuota: False (OverQuota) only when the customer has
 // more projects than allowed, which happens only when the quota was lowered.
-func setWithinQuota(q *v1alpha1.CustomerQuota, customer string, used, limit int32) {
+func setWithinQuota(q *v1alpha1.CustomerQuota, used, limit int32) {
 	if used > limit {
 		status.Set(q, v1alpha1.WithinQuotaCondition, metav1.ConditionFalse, v1alpha1.OverQuotaReason,
-			fmt.Sprintf("customer %q has %d of %d projects: new projects are refused until it has fewer than %d or spec.maxProjects is raised; nothing is deleted",
-				customer, used, limit, limit))
+			fmt.Sprintf("%d of %d projects used: new projects are refused until the customer has fewer than %d or spec.maxProjects is raised; nothing is deleted",
+				used, limit, limit))
 		return
 	}
 	status.Set(q, v1alpha1.WithinQuotaCondition, metav1.ConditionTrue, v1alpha1.WithinQuotaReason,
-		fmt.Sprintf("customer %q has %d of %d projects", customer, used, limit))
+		fmt.Sprintf("%d of %d projects used", used, limit))
 }
 
 // notify records an event when the quota goes over or comes back within, once the

@@ -58,7 +58,7 @@ var _ = Describe("CustomerQuota", func() {
 		Expect(within).NotTo(BeNil())
 		Expect(within.Status).To(Equal(metav1.ConditionFalse))
 		Expect(within.Reason).To(Equal(v1alpha1.OverQuotaReason))
-		Expect(within.Message).To(Equal(`customer "pq-lower" has 3 of 2 projects: new projects are refused until it has fewer than 2 or spec.maxProjects is raised; nothing is deleted`))
+		Expect(within.Message).To(Equal(`3 of 2 projects used: new projects are refused until the customer has fewer than 2 or spec.maxProjects is raised; nothing is deleted`))
 		Expect(readyCondition(q)).To(HaveField("Status", metav1.ConditionTrue), "over quota is not a reconcile failure")
 		Expect(kstatusOf(q)).To(Equal(status.CurrentStatus))
 

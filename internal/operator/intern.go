@@ -5,15 +5,25 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 )
 
 // internShared makes the strings that many cached objects spell the same way
 // share one copy (unique.Make): type meta, label and annotation keys,
-// finalizers, owner references' kinds, and the type, status and reason of
-// status conditions. The JSON decoder gives every object its own copy of each;
+// finalizers, owner references' kinds, and the type, status, reason and message
+// of status conditions; a membership's username shares the e-mail address's bytes
+// when it is the same text. The JSON decoder gives every object its own copy of each;
 // with 10,000 customers that is 40,000 copies of "customers.partnerops.io/v1alpha1"
-// alone. Values that differ per object (names, messages, e-mail addresses) are
-// left as they are: a canonical copy of those would cost more than it saves.
+// alone. Values that differ per object (names, UIDs, e-mail addresses) are left
+// as they are: a canonical copy of those would cost more than it saves.
+//
+// Condition messages are interned because the operator's own say what state an
+// object is in and leave what is per object (the e-mail address, the times) to
+// the status fields: "the invitation is sent; access is granted once it is
+// accepted" is the same text in every pending membership. The few that carry a
+// per-object value (an invitation's expiry, a mail server's error) cost one
+// canonical-map entry more than they would uninterned.
 func internShared(obj metav1.Object) {
 	// Typed objects only: meta.TypeAccessor would build the strings anew.
 	if ro, ok := obj.(runtime.Object); ok {
@@ -33,6 +43,10 @@ func internShared(obj metav1.Object) {
 			refs[i].APIVersion, refs[i].Kind = intern(refs[i].APIVersion), intern(refs[i].Kind)
 		}
 	}
+	if m, ok := obj.(*v1alpha1.CustomerMembership); ok && m.Status.Username == m.Spec.Email {
+		// The username is the e-mail address unless --username-prefix is set.
+		m.Status.Username = m.Spec.Email
+	}
 	if c, ok := obj.(interface{ GetConditions() []metav1.Condition }); ok {
 		// The slice shares its array with the object: this changes the object.
 		conditions := c.GetConditions()
@@ -40,6 +54,7 @@ func internShared(obj metav1.Object) {
 			conditions[i].Type = intern(conditions[i].Type)
 			conditions[i].Status = metav1.ConditionStatus(intern(string(conditions[i].Status)))
 			conditions[i].Reason = intern(conditions[i].Reason)
+			conditions[i].Message = intern(conditions[i].Message)
 		}
 	}
 }

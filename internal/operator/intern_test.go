@@ -16,17 +16,27 @@ import (
 
 // Converged objects as the bench leaves them (an Email membership invited and
 // waiting, a Customer and its quota Ready), applied by Argo CD (its tracking label
-// and annotation); NNNN is the customer's number.
+// and annotation); NNNN is the customer's number and HH:MM:SS its time of day
+// (sampleJSON), so that per-object times and the messages that carry them differ
+// as they do in a cluster.
 const (
-	sampleMembership = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"CustomerMembership","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","finalizers":["customers.partnerops.io/finalizer"],"generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/CustomerMembership:/bench-NNNN-alice"},"name":"bench-NNNN-alice","resourceVersion":"1NNNN7","uid":"5f0c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"customer":"bench-NNNN","email":"alice.NNNN@bench.example","invitation":"Email","role":"Admin"},"status":{"conditions":[{"lastTransitionTime":"2026-11-27T19:34:12Z","message":"invitation round 1 sent to alice.NNNN@bench.example; it expires at 2026-12-04T19:34:12Z","observedGeneration":1,"reason":"InvitationSent","status":"True","type":"Invited"},{"lastTransitionTime":"2026-11-27T19:34:11Z","message":"waiting for alice.NNNN@bench.example to accept the invitation","observedGeneration":1,"reason":"InvitationPending","status":"False","type":"Accepted"},{"lastTransitionTime":"2026-11-27T19:34:12Z","message":"the invitation is sent; the membership grants access once it is accepted","observedGeneration":1,"reason":"AwaitingAcceptance","status":"True","type":"Ready"}],"invitation":{"attempts":1,"expiryTime":"2026-12-04T19:34:12Z","lastAttemptTime":"2026-11-27T19:34:12Z","round":1,"sentTime":"2026-11-27T19:34:12Z"},"observedGeneration":1,"username":"alice.NNNN@bench.example"}}`
-	sampleCustomer   = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"Customer","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","finalizers":["customers.partnerops.io/finalizer"],"generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/Customer:/bench-NNNN"},"name":"bench-NNNN","resourceVersion":"2NNNN3","uid":"7a1c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"displayName":"Bench Customer NNNN","identifier":"bench-NNNN"},"status":{"conditions":[{"lastTransitionTime":"2026-11-27T19:34:12Z","message":"0 of 10 projects, 2 members","observedGeneration":1,"reason":"Reconciled","status":"True","type":"Ready"}],"maxProjects":10,"members":2,"observedGeneration":1,"projects":0}}`
-	sampleQuota      = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"CustomerQuota","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/CustomerQuota:/bench-NNNN"},"name":"bench-NNNN","resourceVersion":"3NNNN1","uid":"9b1c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"customer":"bench-NNNN","maxProjects":10},"status":{"conditions":[{"lastTransitionTime":"2026-11-27T19:34:12Z","message":"0 of 10 projects used","observedGeneration":1,"reason":"WithinQuota","status":"True","type":"Ready"}],"max":10,"observedGeneration":1,"used":0}}`
+	sampleMembership = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"CustomerMembership","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","finalizers":["customers.partnerops.io/finalizer"],"generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/CustomerMembership:/bench-NNNN-alice"},"name":"bench-NNNN-alice","resourceVersion":"1NNNN7","uid":"5f0c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"customer":"bench-NNNN","email":"alice.NNNN@bench.example","invitation":"Email","role":"Admin"},"status":{"conditions":[{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"the invitation e-mail (round 1) was sent","observedGeneration":1,"reason":"InvitationSent","status":"True","type":"Invited"},{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"waiting for the invitation to be accepted; the link works until status.invitation.expiryTime","observedGeneration":1,"reason":"AwaitingAcceptance","status":"False","type":"Accepted"},{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"the invitation is sent; access is granted once it is accepted","observedGeneration":1,"reason":"Reconciled","status":"True","type":"Ready"}],"invitation":{"attempts":1,"expiryTime":"2026-12-04THH:MM:SSZ","lastAttemptTime":"2026-11-27THH:MM:SSZ","round":1,"sentTime":"2026-11-27THH:MM:SSZ"},"observedGeneration":1,"username":"alice.NNNN@bench.example"}}`
+	sampleCustomer   = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"Customer","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","finalizers":["customers.partnerops.io/finalizer"],"generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/Customer:/bench-NNNN"},"name":"bench-NNNN","resourceVersion":"2NNNN3","uid":"7a1c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"displayName":"Bench Customer NNNN","identifier":"bench-NNNN"},"status":{"conditions":[{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"customer has 0 project(s) and 0 active member(s)","observedGeneration":1,"reason":"Reconciled","status":"True","type":"Ready"}],"maxProjects":10,"members":2,"observedGeneration":1,"projects":0}}`
+	sampleQuota      = `{"apiVersion":"customers.partnerops.io/v1alpha1","kind":"CustomerQuota","metadata":{"creationTimestamp":"2026-11-27T19:34:11Z","generation":1,"labels":{"app.kubernetes.io/instance":"customers"},"annotations":{"argocd.argoproj.io/tracking-id":"customers:customers.partnerops.io/CustomerQuota:/bench-NNNN"},"name":"bench-NNNN","resourceVersion":"3NNNN1","uid":"9b1c4a8e-5e7b-4c1b-9d0a-2f8e6c1bNNNN"},"spec":{"customer":"bench-NNNN","maxProjects":10},"status":{"conditions":[{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"0 of 10 projects used","observedGeneration":1,"reason":"WithinQuota","status":"True","type":"WithinQuota"},{"lastTransitionTime":"2026-11-27THH:MM:SSZ","message":"0 of 10 projects used","observedGeneration":1,"reason":"Reconciled","status":"True","type":"Ready"}],"max":10,"observedGeneration":1,"used":0}}`
 )
+
+// sampleJSON is the sample of object i.
+func sampleJSON(sample string, i int) []byte {
+	return []byte(strings.NewReplacer(
+		"NNNN", fmt.Sprintf("%04d", i),
+		"HH:MM:SS", fmt.Sprintf("%02d:%02d:%02d", i/3600%24, i/60%60, i%60),
+	).Replace(sample))
+}
 
 func decodeSample(t testing.TB, sample string, i int) client.Object {
 	t.Helper()
 	obj, _, err := serializer.NewCodecFactory(Scheme).UniversalDeserializer().
-		Decode([]byte(strings.ReplaceAll(sample, "NNNN", fmt.Sprintf("%04d", i))), nil, nil)
+		Decode(sampleJSON(sample, i), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,16 +65,20 @@ func TestStripForCacheKeepsOneCopyOfWhatObjectsSpellAlike(t *testing.T) {
 		t.Fatalf("the object changed beyond its foreign metadata:\n got %+v\nwant %+v", a, want)
 	}
 	for what, pair := range map[string][2]string{
-		"apiVersion":       {a.APIVersion, b.APIVersion},
-		"kind":             {a.Kind, b.Kind},
-		"finalizer":        {a.Finalizers[0], b.Finalizers[0]},
-		"condition type":   {a.Status.Conditions[1].Type, b.Status.Conditions[1].Type},
-		"condition status": {string(a.Status.Conditions[1].Status), string(b.Status.Conditions[1].Status)},
-		"condition reason": {a.Status.Conditions[1].Reason, b.Status.Conditions[1].Reason},
+		"apiVersion":        {a.APIVersion, b.APIVersion},
+		"kind":              {a.Kind, b.Kind},
+		"finalizer":         {a.Finalizers[0], b.Finalizers[0]},
+		"condition type":    {a.Status.Conditions[1].Type, b.Status.Conditions[1].Type},
+		"condition status":  {string(a.Status.Conditions[1].Status), string(b.Status.Conditions[1].Status)},
+		"condition reason":  {a.Status.Conditions[1].Reason, b.Status.Conditions[1].Reason},
+		"condition message": {a.Status.Conditions[2].Message, b.Status.Conditions[2].Message},
 	} {
 		if !sameBytes(pair[0], pair[1]) {
 			t.Errorf("%s %q: two copies", what, pair[0])
 		}
+	}
+	if !sameBytes(a.Status.Username, a.Spec.Email) {
+		t.Error("status.username and spec.email: two copies of one address")
 	}
 	if sameBytes(a.Spec.Email, b.Spec.Email) || a.Spec.Email == b.Spec.Email {
 		t.Error("per-object values must stay their own")
@@ -84,7 +98,7 @@ func BenchmarkCachedObjectBytes(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/strip=%t", kind.name, strip), func(b *testing.B) {
 				inputs := make([][]byte, n)
 				for i := range inputs {
-					inputs[i] = []byte(strings.ReplaceAll(kind.sample, "NNNN", fmt.Sprintf("%04d", i)))
+					inputs[i] = sampleJSON(kind.sample, i)
 				}
 				decoder := serializer.NewCodecFactory(Scheme).UniversalDeserializer()
 				var perObject float64
