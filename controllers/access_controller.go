@@ -24,6 +24,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/access"
+	"github.com/partnerops/customer-operator/internal/quota"
 )
 
 // The operator writes RoleBindings in every project and ClusterRoles/Bindings per
@@ -86,7 +87,9 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	}
 
 	var projects corev1.NamespaceList
-	if err := r.List(ctx, &projects, client.MatchingLabels{v1alpha1.CustomerLabel: customerName}); err != nil {
+	// Through the index, not a label selector: the cache matches a selector against
+	// every cached namespace, which is every project of every customer.
+	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}); err != nil {
 		return in, fmt.Errorf("listing projects: %w", err)
 	}
 	for _, ns := range liveProjects(projects.Items) {
@@ -172,11 +175,13 @@ func (r *AccessReconciler) prune(ctx context.Context, customer string, desired a
 	for _, o := range desired.ClusterRoleBindings {
 		keep[describe(o)] = true
 	}
-	selector := client.MatchingLabels(access.Labels(customer))
+	// The index narrows the candidates to the customer's; the labels are checked
+	// on each of them as before.
+	selector := []client.ListOption{client.MatchingFields{AccessCustomerIndex: customer}, client.MatchingLabels(access.Labels(customer))}
 
 	var stale []client.Object
 	var rbs rbacv1.RoleBindingList
-	if err := r.List(ctx, &rbs, selector); err != nil {
+	if err := r.List(ctx, &rbs, selector...); err != nil {
 		return fmt.Errorf("listing RoleBindings: %w", err)
 	}
 	for i := range rbs.Items {
@@ -184,14 +189,14 @@ func (r *AccessReconciler) prune(ctx context.Context, customer string, desired a
 	}
 	// Bindings before roles, so nobody is left bound to a role that is gone.
 	var crbs rbacv1.ClusterRoleBindingList
-	if err := r.List(ctx, &crbs, selector); err != nil {
+	if err := r.List(ctx, &crbs, selector...); err != nil {
 		return fmt.Errorf("listing ClusterRoleBindings: %w", err)
 	}
 	for i := range crbs.Items {
 		stale = append(stale, &crbs.Items[i])
 	}
 	var crs rbacv1.ClusterRoleList
-	if err := r.List(ctx, &crs, selector); err != nil {
+	if err := r.List(ctx, &crs, selector...); err != nil {
 		return fmt.Errorf("listing ClusterRoles: %w", err)
 	}
 	for i := range crs.Items {

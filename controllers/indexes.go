@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -21,6 +22,9 @@ const (
 	MessageCustomerIndex = "spec.customer"
 	// AcknowledgementMessageIndex indexes MessageAcknowledgements by spec.message.
 	AcknowledgementMessageIndex = "spec.message"
+	// AccessCustomerIndex indexes the RBAC objects the operator made (the cache
+	// holds no others: internal/operator) by their customer label.
+	AccessCustomerIndex = "metadata.labels." + v1alpha1.CustomerLabel
 )
 
 // SetupIndexes registers the field indexes with the manager's cache.
@@ -40,5 +44,17 @@ func SetupIndexes(ctx context.Context, indexer client.FieldIndexer) error {
 		indexer.IndexField(ctx, &corev1.Namespace{}, quota.NamespaceCustomerIndex, func(o client.Object) []string {
 			return quota.IndexNamespaceByCustomer(o.(*corev1.Namespace))
 		}),
+		// The access controller's prune lists one customer's RBAC on every pass; a
+		// label selector alone would match it against every customer's.
+		indexer.IndexField(ctx, &rbacv1.RoleBinding{}, AccessCustomerIndex, indexByCustomerLabel),
+		indexer.IndexField(ctx, &rbacv1.ClusterRoleBinding{}, AccessCustomerIndex, indexByCustomerLabel),
+		indexer.IndexField(ctx, &rbacv1.ClusterRole{}, AccessCustomerIndex, indexByCustomerLabel),
 	)
+}
+
+func indexByCustomerLabel(o client.Object) []string {
+	if customer := o.GetLabels()[v1alpha1.CustomerLabel]; customer != "" {
+		return []string{customer}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/quota"
 	"github.com/partnerops/customer-operator/internal/validation"
 )
 
@@ -20,7 +21,8 @@ import (
 // CustomerValidator validates Customers: the identifier's format, that it equals the
 // name and never changes, and that a Customer with projects is not deleted.
 type CustomerValidator struct {
-	// Reader lists project namespaces (the manager's cache).
+	// Reader lists project namespaces (the manager's cache, with the
+	// quota.NamespaceCustomerIndex index).
 	Reader client.Reader
 	// Now is the clock (reservations expire); time.Now when nil.
 	Now func() time.Time
@@ -43,7 +45,7 @@ func (v *CustomerValidator) ValidateUpdate(_ context.Context, old, c *v1alpha1.C
 // the safety net when this webhook is bypassed or a project races the delete.
 func (v *CustomerValidator) ValidateDelete(ctx context.Context, c *v1alpha1.Customer) (admission.Warnings, error) {
 	var namespaces corev1.NamespaceList
-	if err := v.Reader.List(ctx, &namespaces, client.MatchingLabels{v1alpha1.CustomerLabel: c.Name}); err != nil {
+	if err := v.Reader.List(ctx, &namespaces, client.MatchingFields{quota.NamespaceCustomerIndex: c.Name}); err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("listing the projects of customer %q: %w", c.Name, err))
 	}
 	var live []string

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -92,6 +93,9 @@ func fuzzHandlers(scheme *runtime.Scheme) []http.Handler {
 		}).
 		WithIndex(&v1alpha1.MessageAcknowledgement{}, controllers.AcknowledgementMessageIndex, func(o client.Object) []string {
 			return []string{o.(*v1alpha1.MessageAcknowledgement).Spec.Message}
+		}).
+		WithIndex(&corev1.Namespace{}, quota.NamespaceCustomerIndex, func(o client.Object) []string {
+			return quota.IndexNamespaceByCustomer(o.(*corev1.Namespace))
 		}).
 		Build()
 	partners := &nsPartners{partners: map[string]bool{"pat@partner.test": true}}
