@@ -147,14 +147,10 @@ func writeKubeconfig(cfg *rest.Config, path string) error {
 	return clientcmd.WriteToFile(*kc, path)
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
+// freeAddr picks a loopback address below the kernel's ephemeral port range
+// (testenv.StableAddr): the restart phase binds the same addresses again, and no
+// outgoing connection can take such a port in between.
+func freeAddr() (string, error) { return testenv.StableAddr() }
 
 // startManager runs the manager binary as the operator's ServiceAccount (its
 // RBAC only), with webhooks on envtest's serving address, and waits until it is

@@ -435,14 +435,10 @@ func portFree(port int) bool {
 	return true
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort picks a port for a component of the local cluster: below the ephemeral
+// range, so that it is still free when the next `make run` starts the component
+// again on the port its state file remembers.
+func freePort() (int, error) { return StablePort() }
 
 // waitUntil polls check until it passes, ctx ends, or one of procs exits.
 func waitUntil(ctx context.Context, what string, procs []*Process, check func(context.Context) error) error {

@@ -1,4 +1,4 @@
-package testenv
+package localcluster
 
 import (
 	"fmt"
@@ -15,8 +15,9 @@ const ephemeralPortRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
 
 // StablePort returns a loopback port that was free a moment ago and lies below
 // the kernel's range of ephemeral ports. A server that stops and starts again on
-// the same port (the suites restart the manager; its webhook and portal addresses
-// are fixed in the API server's webhook configurations and in mailed links) can
+// the same port (the suites restart the manager, whose webhook and portal addresses
+// are fixed in the API server's webhook configurations and in mailed links; a
+// local cluster keeps its ports in its state file across `make run`s) can
 // lose a port from that range to any outgoing connection in the meantime, which
 // takes it as its source port for as long as it lives; a port below the range is
 // never handed out that way.
