@@ -35,7 +35,8 @@ func newClientLimiter(limit rate.Limit, burst, max int) *clientLimiter {
 		limit:   limit,
 		burst:   burst,
 		max:     max,
-		clients: make(map[netip.Addr]*list.Element, max),
+		// Not sized for max up front: that is ~1 MB before the first visitor.
+		clients: make(map[netip.Addr]*list.Element),
 		lru:     list.New(),
 	}
 }
