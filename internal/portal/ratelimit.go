@@ -32,9 +32,9 @@ type limiterEntry struct {
 
 func newClientLimiter(limit rate.Limit, burst, max int) *clientLimiter {
 	return &clientLimiter{
-		limit:   limit,
-		burst:   burst,
-		max:     max,
+		limit: limit,
+		burst: burst,
+		max:   max,
 		// Not sized for max up front: that is ~1 MB before the first visitor.
 		clients: make(map[netip.Addr]*list.Element),
 		lru:     list.New(),
