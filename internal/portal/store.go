@@ -81,18 +81,7 @@ type ClientStore struct {
 
 // Membership gets the membership by name (from the cache) and checks its UID.
 func (s *ClientStore) Membership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
-	var m v1alpha1.CustomerMembership
-	if err := s.Client.Get(ctx, client.ObjectKey{Name: name}, &m); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, ErrNotFound
-		}
-		return nil, fmt.Errorf("getting membership %q: %w", name, err)
-	}
-	if m.UID != uid {
-		// Deleted and re-created under the same name: another membership.
-		return nil, ErrNotFound
-	}
-	return &m, nil
+	return readMembership(ctx, s.Client, name, uid)
 }
 
 // Customer gets the customer by name.
@@ -138,21 +127,29 @@ func (s *ClientStore) Accept(ctx context.Context, m *v1alpha1.CustomerMembership
 	})
 }
 
+// reread gets the membership again from the API server (the cache when no
+// APIReader is set), as the same object: same name, same UID.
 func (s *ClientStore) reread(ctx context.Context, m *v1alpha1.CustomerMembership) (*v1alpha1.CustomerMembership, error) {
 	reader := s.APIReader
 	if reader == nil {
 		reader = s.Client
 	}
-	var fresh v1alpha1.CustomerMembership
-	if err := reader.Get(ctx, client.ObjectKeyFromObject(m), &fresh); err != nil {
+	return readMembership(ctx, reader, m.Name, m.UID)
+}
+
+// readMembership gets the membership name from reader; ErrNotFound when there is
+// none, or when the one there has another UID (deleted and created again under
+// the same name: another membership).
+func readMembership(ctx context.Context, reader client.Reader, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
+	var m v1alpha1.CustomerMembership
+	if err := reader.Get(ctx, client.ObjectKey{Name: name}, &m); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, ErrNotFound
 		}
-		return nil, fmt.Errorf("re-reading membership %q: %w", m.Name, err)
+		return nil, fmt.Errorf("getting membership %q: %w", name, err)
 	}
-	if fresh.UID != m.UID {
-		// Deleted and re-created under the same name: another membership.
+	if m.UID != uid {
 		return nil, ErrNotFound
 	}
-	return &fresh, nil
+	return &m, nil
 }
