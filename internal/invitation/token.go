@@ -95,8 +95,10 @@ type Claim struct {
 
 // Token returns the invitation token of the claim. It is deterministic: same
 // inputs, same token. (A UID longer than MaxUIDLen or with characters outside
-// printable ASCII, or a name that is not a DNS subdomain, gives a token that Parse
-// rejects; the API server's memberships never do.)
+// printable ASCII, or a name that is not a DNS subdomain, gives a token that Open
+// rejects: Parse refuses it, or, for a UID of 256 bytes or more whose length byte
+// wraps, reads another claim than the MAC was made for. The API server's
+// memberships never do.)
 func Token(key []byte, c Claim) string {
 	format, uidBytes := encodeUID(c.UID)
 	buf := make([]byte, 0, headerLen+len(uidBytes)+len(c.Name))

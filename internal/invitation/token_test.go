@@ -229,3 +229,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestOpenRejectsTokensOfUnparseableClaims(t *testing.T) {
+	for _, c := range []Claim{
+		{Name: "m", UID: types.UID(strings.Repeat("u", MaxUIDLen+1)), Round: 1},
+		{Name: "m", UID: types.UID(strings.Repeat("u", 256)), Round: 1},
+		{Name: "m", UID: types.UID(strings.Repeat("u", 300)), Round: 1},
+		{Name: "Upper", UID: testUID, Round: 1},
+	} {
+		if _, err := Open(testKey, Token(testKey, c)); err == nil {
+			t.Errorf("Open accepted the token of %q/%d-byte UID", c.Name, len(c.UID))
+		}
+	}
+}
