@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"slices"
 	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -47,7 +48,7 @@ func internShared(obj metav1.Object) {
 		// The username is the e-mail address unless --username-prefix is set.
 		m.Status.Username = m.Spec.Email
 	}
-	if c, ok := obj.(interface{ GetConditions() []metav1.Condition }); ok {
+	if c, ok := obj.(conditionsAccessor); ok {
 		// The slice shares its array with the object: this changes the object.
 		conditions := c.GetConditions()
 		for i := range conditions {
@@ -56,7 +57,19 @@ func internShared(obj metav1.Object) {
 			conditions[i].Reason = intern(conditions[i].Reason)
 			conditions[i].Message = intern(conditions[i].Message)
 		}
+		// The decoder grows the array by doubling: a membership's three conditions
+		// sit in room for four (96 bytes each). The cached copy keeps them exactly.
+		if cap(conditions) > len(conditions) {
+			c.SetConditions(slices.Clone(conditions))
+		}
 	}
+}
+
+// conditionsAccessor is what the operator's kinds implement for their status
+// conditions.
+type conditionsAccessor interface {
+	GetConditions() []metav1.Condition
+	SetConditions([]metav1.Condition)
 }
 
 // internKeys replaces the keys of m by their canonical copies: assigning to a key

@@ -77,6 +77,9 @@ func TestStripForCacheKeepsOneCopyOfWhatObjectsSpellAlike(t *testing.T) {
 			t.Errorf("%s %q: two copies", what, pair[0])
 		}
 	}
+	if n := len(a.Status.Conditions); n != 3 || cap(a.Status.Conditions) != n {
+		t.Errorf("conditions: %d in room for %d; the cached copy keeps exactly the three", n, cap(a.Status.Conditions))
+	}
 	if !sameBytes(a.Status.Username, a.Spec.Email) {
 		t.Error("status.username and spec.email: two copies of one address")
 	}
