@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,16 +27,22 @@ type PartnerChecker interface {
 }
 
 // SARChecker asks the API server with a SubjectAccessReview. Answers are cached for
-// a short TTL (like the API server's own webhook authorizer cache) so that a burst
-// of admissions by one requester costs one review.
+// a short TTL (like the API server's own webhook authorizer cache), and concurrent
+// questions about one requester share one review, so that a burst of admissions by
+// one requester costs one review, however many of its requests arrive at once.
 type SARChecker struct {
 	Client client.Client
 	TTL    time.Duration
 	Now    func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]cachedAnswer
+	mu     sync.Mutex
+	cache  map[string]cachedAnswer
+	flight singleflight.Group
 }
+
+// reviewTimeout bounds a shared review: it runs detached from the request that
+// started it, so that this request's cancellation does not fail the others.
+const reviewTimeout = 10 * time.Second
 
 type cachedAnswer struct {
 	allowed bool
@@ -48,16 +55,54 @@ const maxCacheEntries = 10000
 // IsPartner reports whether user may create customers.
 func (s *SARChecker) IsPartner(ctx context.Context, user authenticationv1.UserInfo) (bool, error) {
 	key := cacheKey(user)
-	now := s.now()
-	if s.TTL > 0 {
-		s.mu.Lock()
-		if a, ok := s.cache[key]; ok && now.Before(a.expires) {
-			s.mu.Unlock()
-			return a.allowed, nil
-		}
-		s.mu.Unlock()
+	if allowed, ok := s.cached(key); ok {
+		return allowed, nil
 	}
+	result := s.flight.DoChan(key, func() (any, error) {
+		// A flight that began after another ended finds that one's answer.
+		if allowed, ok := s.cached(key); ok {
+			return allowed, nil
+		}
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
+		defer cancel()
+		allowed, err := s.review(ctx, user)
+		if err == nil && s.TTL > 0 {
+			s.mu.Lock()
+			if s.cache == nil || len(s.cache) >= maxCacheEntries {
+				s.cache = make(map[string]cachedAnswer)
+			}
+			s.cache[key] = cachedAnswer{allowed: allowed, expires: s.now().Add(s.TTL)}
+			s.mu.Unlock()
+		}
+		return allowed, err
+	})
+	select {
+	case r := <-result:
+		if r.Err != nil {
+			return false, r.Err
+		}
+		return r.Val.(bool), nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("asking the authorizer whether %q is a partner: %w", user.Username, ctx.Err())
+	}
+}
 
+// cached returns the answer for key if the TTL has not run out.
+func (s *SARChecker) cached(key string) (allowed, ok bool) {
+	if s.TTL <= 0 {
+		return false, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.cache[key]
+	if !ok || !s.now().Before(a.expires) {
+		return false, false
+	}
+	return a.allowed, true
+}
+
+// review asks the API server whether user may create customers.
+func (s *SARChecker) review(ctx context.Context, user authenticationv1.UserInfo) (bool, error) {
 	extra := make(map[string]authorizationv1.ExtraValue, len(user.Extra))
 	for k, v := range user.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
@@ -78,16 +123,7 @@ func (s *SARChecker) IsPartner(ctx context.Context, user authenticationv1.UserIn
 	if err := s.Client.Create(ctx, review); err != nil {
 		return false, fmt.Errorf("asking the authorizer whether %q is a partner: %w", user.Username, err)
 	}
-	allowed := review.Status.Allowed
-	if s.TTL > 0 {
-		s.mu.Lock()
-		if s.cache == nil || len(s.cache) >= maxCacheEntries {
-			s.cache = make(map[string]cachedAnswer)
-		}
-		s.cache[key] = cachedAnswer{allowed: allowed, expires: now.Add(s.TTL)}
-		s.mu.Unlock()
-	}
-	return allowed, nil
+	return review.Status.Allowed, nil
 }
 
 func (s *SARChecker) now() time.Time {

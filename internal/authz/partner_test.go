@@ -2,6 +2,8 @@ package authz
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,4 +70,75 @@ func TestSARCheckerCachesForTTLOnly(t *testing.T) {
 	now = now.Add(11 * time.Second)
 	g.Expect(checker.IsPartner(context.Background(), partner)).To(BeTrue())
 	g.Expect(asked).To(HaveLen(3), "an expired answer is asked again")
+}
+
+func TestSARCheckerAsksOnceForConcurrentQuestions(t *testing.T) {
+	g := NewWithT(t)
+	var mu sync.Mutex
+	asked := 0
+	release := make(chan struct{})
+	authorizer := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(_ context.Context, _ client.WithWatch, obj client.Object, _ ...client.CreateOption) error {
+			mu.Lock()
+			asked++
+			mu.Unlock()
+			<-release
+			obj.(*authorizationv1.SubjectAccessReview).Status.Allowed = true
+			return nil
+		},
+	}).Build()
+	checker := &SARChecker{Client: authorizer, TTL: 10 * time.Second}
+	askedSoFar := func() int { mu.Lock(); defer mu.Unlock(); return asked }
+
+	// A burst of one requester's admissions: all ask before the first answer.
+	const callers = 20
+	answers := make(chan error, callers)
+	for range callers {
+		go func() {
+			partner, err := checker.IsPartner(context.Background(), authenticationv1.UserInfo{Username: "partner"})
+			if err == nil && !partner {
+				err = fmt.Errorf("not a partner")
+			}
+			answers <- err
+		}()
+	}
+	g.Eventually(askedSoFar).Should(Equal(1))
+	time.Sleep(100 * time.Millisecond) // room for the others to ask too
+	close(release)
+	for range callers {
+		g.Expect(<-answers).To(Succeed())
+	}
+	g.Expect(askedSoFar()).To(Equal(1), "concurrent questions about one requester share one review")
+}
+
+func TestSARCheckerCallerGivesUpAloneOnCancel(t *testing.T) {
+	g := NewWithT(t)
+	release := make(chan struct{})
+	authorizer := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Create: func(ctx context.Context, _ client.WithWatch, obj client.Object, _ ...client.CreateOption) error {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			obj.(*authorizationv1.SubjectAccessReview).Status.Allowed = true
+			return nil
+		},
+	}).Build()
+	checker := &SARChecker{Client: authorizer, TTL: 10 * time.Second}
+	user := authenticationv1.UserInfo{Username: "partner"}
+
+	// The request that starts the review is cancelled: it fails, the review goes on
+	// for another request waiting on it.
+	first, cancel := context.WithCancel(context.Background())
+	failed := make(chan error, 1)
+	go func() { _, err := checker.IsPartner(first, user); failed <- err }()
+	second := make(chan bool, 1)
+	time.Sleep(50 * time.Millisecond)
+	go func() { ok, _ := checker.IsPartner(context.Background(), user); second <- ok }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	g.Expect(<-failed).To(MatchError(context.Canceled))
+	close(release)
+	g.Expect(<-second).To(BeTrue(), "the review outlives the request that started it")
 }
