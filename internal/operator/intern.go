@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/status"
 )
 
 // internShared makes the strings that many cached objects spell the same way
@@ -48,7 +49,7 @@ func internShared(obj metav1.Object) {
 		// The username is the e-mail address unless --username-prefix is set.
 		m.Status.Username = m.Spec.Email
 	}
-	if c, ok := obj.(conditionsAccessor); ok {
+	if c, ok := obj.(status.Object); ok {
 		// The slice shares its array with the object: this changes the object.
 		conditions := c.GetConditions()
 		for i := range conditions {
@@ -63,13 +64,6 @@ func internShared(obj metav1.Object) {
 			c.SetConditions(slices.Clone(conditions))
 		}
 	}
-}
-
-// conditionsAccessor is what the operator's kinds implement for their status
-// conditions.
-type conditionsAccessor interface {
-	GetConditions() []metav1.Condition
-	SetConditions([]metav1.Condition)
 }
 
 // internKeys replaces the keys of m by their canonical copies: assigning to a key
