@@ -162,11 +162,17 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 		return res, err
 	}
 	cpu := childCPU()
+	floorProfiled := make(chan struct{})
+	go func() {
+		defer close(floorProfiled)
+		b.saveAPIServerProfile(ctx, "apiserver-floor-cpu.pprof", "profile?seconds=15", 30*time.Second)
+	}()
 	floor, floorCreates, err := b.runFloor(ctx)
 	if err != nil {
 		return res, err
 	}
 	floorCPU := cpuSince(cpu)
+	<-floorProfiled
 	if err := b.deleteFloor(ctx); err != nil {
 		return res, err
 	}
@@ -203,7 +209,13 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	profiled := make(chan struct{})
 	go func() {
 		defer close(profiled)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			b.saveAPIServerProfile(ctx, "apiserver-convergence-cpu.pprof", "profile?seconds=15", 30*time.Second)
+		}()
 		b.saveProfile(ctx, "convergence-cpu.pprof", "profile?seconds=15", 30*time.Second)
+		<-done
 	}()
 	conv, err := b.runConvergence(ctx)
 	if err != nil {

@@ -144,18 +144,38 @@ func (b *bench) saveProfile(ctx context.Context, name, query string, timeout tim
 	if b.pprofAddr == "" {
 		return
 	}
+	b.fetchProfile(ctx, http.DefaultClient, "http://"+b.pprofAddr, name, query, timeout)
+}
+
+// saveAPIServerProfile fetches one pprof profile from kube-apiserver (its
+// /debug/pprof, which the admin may read) into the work directory: where the API
+// server's CPU goes, for `go tool pprof <file>` (Go profiles carry their symbols).
+func (b *bench) saveAPIServerProfile(ctx context.Context, name, query string, timeout time.Duration) {
+	hc, err := rest.HTTPClientFor(b.adminCfg)
+	if err != nil {
+		b.log("profile %s: %v", name, err)
+		return
+	}
+	b.fetchProfile(ctx, hc, strings.TrimRight(b.adminCfg.Host, "/"), name, query, timeout)
+}
+
+func (b *bench) fetchProfile(ctx context.Context, hc *http.Client, base, name, query string, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.pprofAddr+"/debug/pprof/"+query, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/"+query, nil)
 	if err != nil {
 		return
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		b.log("profile %s: %v", name, err)
 		return
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.log("profile %s: %s", name, resp.Status)
+		return
+	}
 	path := filepath.Join(b.workDir, name)
 	f, err := os.Create(path)
 	if err != nil {
