@@ -8,10 +8,8 @@ package authz
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,70 +33,26 @@ type SARChecker struct {
 	TTL    time.Duration
 	Now    func() time.Time
 
-	mu     sync.Mutex
-	cache  map[string]cachedAnswer
-	flight singleflight.Group
+	answers answers[bool]
 }
 
 // reviewTimeout bounds a shared review: it runs detached from the request that
 // started it, so that this request's cancellation does not fail the others.
 const reviewTimeout = 10 * time.Second
 
-type cachedAnswer struct {
-	allowed bool
-	expires time.Time
-}
-
-// maxCacheEntries bounds the answer cache; past it the cache is simply reset.
+// maxCacheEntries bounds an answer cache; past it the cache is simply reset.
 const maxCacheEntries = 10000
 
 // IsPartner reports whether user may create customers.
 func (s *SARChecker) IsPartner(ctx context.Context, user authenticationv1.UserInfo) (bool, error) {
-	key := cacheKey(user)
-	if allowed, ok := s.cached(key); ok {
-		return allowed, nil
-	}
-	result := s.flight.DoChan(key, func() (any, error) {
-		// A flight that began after another ended finds that one's answer.
-		if allowed, ok := s.cached(key); ok {
-			return allowed, nil
-		}
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
-		defer cancel()
+	allowed, err := s.answers.get(ctx, s.now, cacheKey(user), func(ctx context.Context) (bool, time.Duration, error) {
 		allowed, err := s.review(ctx, user)
-		if err == nil && s.TTL > 0 {
-			s.mu.Lock()
-			if s.cache == nil || len(s.cache) >= maxCacheEntries {
-				s.cache = make(map[string]cachedAnswer)
-			}
-			s.cache[key] = cachedAnswer{allowed: allowed, expires: s.now().Add(s.TTL)}
-			s.mu.Unlock()
-		}
-		return allowed, err
+		return allowed, s.TTL, err
 	})
-	select {
-	case r := <-result:
-		if r.Err != nil {
-			return false, r.Err
-		}
-		return r.Val.(bool), nil
-	case <-ctx.Done():
-		return false, fmt.Errorf("asking the authorizer whether %q is a partner: %w", user.Username, ctx.Err())
+	if err != nil && ctx.Err() != nil {
+		return false, fmt.Errorf("asking the authorizer whether %q is a partner: %w", user.Username, err)
 	}
-}
-
-// cached returns the answer for key if the TTL has not run out.
-func (s *SARChecker) cached(key string) (allowed, ok bool) {
-	if s.TTL <= 0 {
-		return false, false
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	a, ok := s.cache[key]
-	if !ok || !s.now().Before(a.expires) {
-		return false, false
-	}
-	return a.allowed, true
+	return allowed, err
 }
 
 // review asks the API server whether user may create customers.

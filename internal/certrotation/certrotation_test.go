@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -12,8 +13,10 @@ import (
 
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -260,6 +263,45 @@ func TestOperatorRotatesWithItsOwnRBAC(t *testing.T) {
 		defer resp.Body.Close()
 		return resp.StatusCode, nil
 	}, 30*time.Second, 200*time.Millisecond).Should(Equal(http.StatusUnauthorized))
+
+	// Real tokens, reviewed by the API server: a scraper bound to the shipped
+	// metrics-reader ClusterRole reads the metrics, another ServiceAccount is
+	// forbidden, a token the API server does not know is unauthorized.
+	scrape := func(token string) (int, string) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+metricsAddr+"/metrics", nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := insecure.Do(req)
+		g.Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		g.Expect(err).NotTo(HaveOccurred())
+		return resp.StatusCode, string(body)
+	}
+	token := func(name string) string {
+		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: testenv.OperatorNamespace}}
+		g.Expect(c.Create(ctx, sa)).To(Succeed())
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
+		g.Expect(c.SubResource("token").Create(ctx, sa, tr)).To(Succeed())
+		g.Expect(tr.Status.Token).NotTo(BeEmpty())
+		return tr.Status.Token
+	}
+	scraper, stranger := token("prometheus"), token("stranger")
+	g.Expect(c.Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "prometheus-metrics"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "customer-operator-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "prometheus", Namespace: testenv.OperatorNamespace}},
+	})).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		code, body := scrape(scraper)
+		g.Expect(code).To(Equal(http.StatusOK))
+		g.Expect(body).To(ContainSubstring("controller_runtime_reconcile_total"))
+	}, 30*time.Second, 200*time.Millisecond).Should(Succeed())
+	code, body := scrape(stranger)
+	g.Expect(code).To(Equal(http.StatusForbidden))
+	g.Expect(body).To(ContainSubstring(`user "system:serviceaccount:` + testenv.OperatorNamespace + `:stranger" may not get "/metrics"`))
+	code, _ = scrape("not-a-token")
+	g.Expect(code).To(Equal(http.StatusUnauthorized))
 }
 
 func freePort(t *testing.T) int {
