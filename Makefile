@@ -67,7 +67,7 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: test
-test: control-plane manifests generate fmt vet ## Run all tests (unit and envtest) with coverage into cover.out.
+test: control-plane browser manifests generate fmt vet ## Run all tests (unit and envtest) with coverage into cover.out.
 	KUBEBUILDER_ASSETS="$$($(CONTROL_PLANE_SH))" && export KUBEBUILDER_ASSETS && \
 	echo "KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS" && \
 	go test ./... -coverprofile cover.out -timeout $(TEST_TIMEOUT)
@@ -123,6 +123,10 @@ endif
 run: manifests generate fmt vet build control-plane ## Run the operator on a local control plane (state in .local/).
 	go build -o $(LOCALBIN)/local-run ./hack/local-run
 	$(LOCALBIN)/local-run $(RUN_ARGS)
+
+.PHONY: browser
+browser: ## Install Debian's chromium for the browser test if it is missing (apt-get, as root or through sudo).
+	@hack/browser.sh
 
 .PHONY: control-plane
 control-plane: $(LOCALBIN) ## Build (once, cached) kube-apiserver, etcd, kubectl and kube-controller-manager into bin/control-plane.
