@@ -172,6 +172,7 @@ func (b *bench) startManager(ctx context.Context) error {
 		"--smtp-address=" + b.sink.Addr(),
 		"--smtp-tls=none",
 	}
+	args = append(args, b.s.ManagerArgs...)
 	var err error
 	b.manager, err = localcluster.StartProcess(localcluster.ProcessOptions{
 		Name:    "manager",

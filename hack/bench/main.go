@@ -22,6 +22,8 @@
 //	BENCH_MANAGER_GOGC        GOGC for the manager process only (unset: Go's default, 100)
 //	BENCH_MANAGER_GOMEMLIMIT  GOMEMLIMIT for the manager process only, as a Deployment's
 //	                          memory limit sets it through --memory-limit-ratio (unset: none)
+//	BENCH_MANAGER_ARGS        extra flags for the manager, separated by spaces
+//	                          (e.g. "--concurrent-reconciles=16"; unset: the defaults)
 package main
 
 import (
@@ -53,8 +55,10 @@ type settings struct {
 	ConvergeTimeout   time.Duration `json:"convergeTimeout"`
 	// ManagerEnv is what the manager gets on top of the bench's environment.
 	ManagerEnv []string `json:"managerEnv,omitempty"`
-	Out        string   `json:"-"`
-	Keep       bool     `json:"-"`
+	// ManagerArgs are flags the manager gets after the bench's own.
+	ManagerArgs []string `json:"managerArgs,omitempty"`
+	Out         string   `json:"-"`
+	Keep        bool     `json:"-"`
 }
 
 func envInt(name string, def int) int {
@@ -103,6 +107,7 @@ func main() {
 			s.ManagerEnv = append(s.ManagerEnv, name+"="+v)
 		}
 	}
+	s.ManagerArgs = strings.Fields(os.Getenv("BENCH_MANAGER_ARGS"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, s, log)

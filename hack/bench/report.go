@@ -105,6 +105,9 @@ func (r *result) printTable(w io.Writer) {
 	if len(r.Settings.ManagerEnv) > 0 {
 		fmt.Fprintf(w, " manager env: %s", strings.Join(r.Settings.ManagerEnv, " "))
 	}
+	if len(r.Settings.ManagerArgs) > 0 {
+		fmt.Fprintf(w, " manager flags: %s", strings.Join(r.Settings.ManagerArgs, " "))
+	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "section\tmetric\tours\tbaseline\tunit\tratio\ttarget\tmet\tnote")
