@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -77,20 +78,92 @@ func readyConditions(gen int64) []metav1.Condition {
 	}}
 }
 
+// floorStatus is the status the floor writes: Ready and observedGeneration.
+func floorStatus(o client.Object) {
+	gen := o.GetGeneration()
+	switch x := o.(type) {
+	case *v1alpha1.Customer:
+		x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+	case *v1alpha1.CustomerQuota:
+		x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+		x.Status.Max = 100000
+	case *v1alpha1.CustomerMembership:
+		x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
+	}
+}
+
+// operatorStatus is the status the operator writes for a converged object of
+// customerSet: its conditions with the operator's messages, its counters and a
+// membership's invitation record (texts as in controllers/; statusBytes of the
+// converged customer set is logged beside it, so a drift shows). The second floor
+// writes it, to tell the API server's cost of the operator's larger status from the
+// cost of its protocol.
+func operatorStatus(o client.Object) {
+	gen := o.GetGeneration()
+	now := metav1.Now()
+	cond := func(typ string, st metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen, LastTransitionTime: now}
+	}
+	switch x := o.(type) {
+	case *v1alpha1.Customer:
+		x.Status = v1alpha1.CustomerStatus{ObservedGeneration: gen, MaxProjects: 100000, Members: 0, Conditions: []metav1.Condition{
+			cond(v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason, "customer has 0 project(s) and 0 active member(s)"),
+		}}
+	case *v1alpha1.CustomerQuota:
+		x.Status = v1alpha1.CustomerQuotaStatus{ObservedGeneration: gen, Max: 100000, Conditions: []metav1.Condition{
+			cond(v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason, "0 of 100000 projects used"),
+			cond(v1alpha1.WithinQuotaCondition, metav1.ConditionTrue, v1alpha1.WithinQuotaReason, "0 of 100000 projects used"),
+		}}
+	case *v1alpha1.CustomerMembership:
+		expiry := metav1.NewTime(now.Add(7 * 24 * time.Hour))
+		x.Status = v1alpha1.CustomerMembershipStatus{ObservedGeneration: gen, Username: x.Spec.Email,
+			Invitation: &v1alpha1.InvitationStatus{Round: 1, SentTime: &now, ExpiryTime: &expiry, Attempts: 1, LastAttemptTime: &now},
+			Conditions: []metav1.Condition{
+				cond(v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason, "the invitation is sent; access is granted once it is accepted"),
+				cond(v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason, "the invitation e-mail (round 1) was sent"),
+				cond(v1alpha1.AcceptedCondition, metav1.ConditionFalse, v1alpha1.AwaitingAcceptanceReason,
+					"waiting for the invitation to be accepted; the link works until status.invitation.expiryTime"),
+			}}
+	}
+}
+
+// statusBytes is the size of the objects' statuses as JSON.
+func statusBytes(objs []client.Object) (int, error) {
+	n := 0
+	for _, o := range objs {
+		var st any
+		switch x := o.(type) {
+		case *v1alpha1.Customer:
+			st = x.Status
+		case *v1alpha1.CustomerQuota:
+			st = x.Status
+		case *v1alpha1.CustomerMembership:
+			st = x.Status
+		}
+		b, err := json.Marshal(st)
+		if err != nil {
+			return 0, err
+		}
+		n += len(b)
+	}
+	return n, nil
+}
+
 // runFloor makes, with no webhooks and no manager, the same number of creates
 // and status writes the operator's run needs at least (four objects and one
 // status write each per customer), with the same concurrency: the API server's
-// own floor.
-func (b *bench) runFloor(ctx context.Context) (total, creates time.Duration, err error) {
+// own floor. Its objects are named prefix-<i>; setStatus sets what each status
+// write says.
+func (b *bench) runFloor(ctx context.Context, prefix string, setStatus func(client.Object)) (total, creates time.Duration, err error) {
 	n := b.s.Customers
 	sets := make([][]client.Object, n)
 	start := time.Now()
 	// All creates first, as the operator's run makes them, then the status writes.
 	err = parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
-		sets[i] = customerSet("floor", i)
+		sets[i] = customerSet(prefix, i)
 		for _, o := range sets[i] {
 			if err := b.admin.Create(ctx, o); err != nil {
-				return fmt.Errorf("floor: creating %T %s: %w", o, o.GetName(), err)
+				return fmt.Errorf("%s: creating %T %s: %w", prefix, o, o.GetName(), err)
 			}
 		}
 		return nil
@@ -102,18 +175,9 @@ func (b *bench) runFloor(ctx context.Context) (total, creates time.Duration, err
 	err = parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
 		for _, o := range sets[i] {
 			patch := client.MergeFrom(o.DeepCopyObject().(client.Object))
-			gen := o.GetGeneration()
-			switch x := o.(type) {
-			case *v1alpha1.Customer:
-				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
-			case *v1alpha1.CustomerQuota:
-				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
-				x.Status.Max = 100000
-			case *v1alpha1.CustomerMembership:
-				x.Status.ObservedGeneration, x.Status.Conditions = gen, readyConditions(gen)
-			}
+			setStatus(o)
 			if err := b.admin.Status().Patch(ctx, o, patch); err != nil {
-				return fmt.Errorf("floor: status of %T %s: %w", o, o.GetName(), err)
+				return fmt.Errorf("%s: status of %T %s: %w", prefix, o, o.GetName(), err)
 			}
 		}
 		return nil
@@ -121,14 +185,14 @@ func (b *bench) runFloor(ctx context.Context) (total, creates time.Duration, err
 	return time.Since(start), creates, err
 }
 
-// deleteFloor removes the floor's objects before the manager starts, so that it
+// deleteFloor removes a floor's objects before the manager starts, so that it
 // never sees them. One DELETE per object, by the same workers: a deletecollection
 // of tens of thousands of objects outlives the API server's request timeout.
-func (b *bench) deleteFloor(ctx context.Context) error {
+func (b *bench) deleteFloor(ctx context.Context, prefix string) error {
 	err := parallel(ctx, b.s.Customers, b.s.Concurrency, func(ctx context.Context, i int) error {
-		for _, o := range customerSet("floor", i) {
+		for _, o := range customerSet(prefix, i) {
 			if err := b.admin.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
-				return fmt.Errorf("floor: deleting %T %s: %w", o, o.GetName(), err)
+				return fmt.Errorf("%s: deleting %T %s: %w", prefix, o, o.GetName(), err)
 			}
 		}
 		return nil
@@ -136,7 +200,7 @@ func (b *bench) deleteFloor(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sel := client.MatchingLabels{benchLabel: "floor"}
+	sel := client.MatchingLabels{benchLabel: prefix}
 	for {
 		var list v1alpha1.CustomerList
 		if err := b.admin.List(ctx, &list, sel); err != nil {
@@ -259,4 +323,34 @@ func (b *bench) countNotReady(ctx context.Context) (int, error) {
 	}
 	missing := 4*b.s.Customers - len(cl.Items) - len(ql.Items) - len(ml.Items)
 	return notReady + missing, nil
+}
+
+// statusSizes compares the status JSON of one customer's four objects as the two
+// floors write them and as the operator wrote them (customer 0, converged).
+func (b *bench) statusSizes(ctx context.Context) (map[string]int, error) {
+	sizes := map[string]int{}
+	for name, set := range map[string]func(client.Object){"floor": floorStatus, "fullfloor": operatorStatus} {
+		objs := customerSet(name, 0)
+		for _, o := range objs {
+			o.SetGeneration(1)
+			set(o)
+		}
+		n, err := statusBytes(objs)
+		if err != nil {
+			return nil, err
+		}
+		sizes[name] = n
+	}
+	objs := customerSet("cust", 0)
+	for _, o := range objs {
+		if err := b.admin.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
+			return nil, fmt.Errorf("reading %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	n, err := statusBytes(objs)
+	if err != nil {
+		return nil, err
+	}
+	sizes["ours"] = n
+	return sizes, nil
 }

@@ -30,10 +30,22 @@ var serverWriteVerbs = map[string]bool{"POST": true, "PUT": true, "PATCH": true,
 // serverWrites breaks the writes the API server answered between two scrapes down
 // by resource[/subresource], verb and code: where convergence's writes go.
 func serverWrites(before, after metrics) map[string]float64 {
+	return serverRequests(before, after, func(verb string) bool { return serverWriteVerbs[verb] })
+}
+
+// serverReads does the same for the reads (GET, LIST, WATCH): uncached reads and
+// the informers' list and watch requests.
+func serverReads(before, after metrics) map[string]float64 {
+	return serverRequests(before, after, func(verb string) bool { return !serverWriteVerbs[verb] })
+}
+
+// serverRequests counts apiserver_request_total's increase for the verbs that
+// match, by resource[/subresource], verb and code.
+func serverRequests(before, after metrics, verbs func(string) bool) map[string]float64 {
 	count := func(m metrics) map[string]float64 {
 		out := map[string]float64{}
 		for _, s := range m {
-			if s.name != "apiserver_request_total" || !serverWriteVerbs[s.labels["verb"]] {
+			if s.name != "apiserver_request_total" || !verbs(s.labels["verb"]) {
 				continue
 			}
 			res := s.labels["resource"]
