@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -16,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/localcluster"
 )
 
 func pqCondition(q *v1alpha1.CustomerQuota, conditionType string) *metav1.Condition {
@@ -33,6 +36,25 @@ func pqSetMax(name string, max int32) {
 
 var _ = Describe("CustomerQuota", func() {
 	BeforeEach(pqSetup)
+
+	It("stores the counters when they are 0, so that kubectl prints 0 rather than nothing", func() {
+		const customer = "pq-zero"
+		pqCustomer(customer, ptr.To[int32](0))
+		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+		Expect(localcluster.WriteKubeconfig(kubeconfig, env.AdminConfig, "envtest")).To(Succeed())
+		jsonpath := func(g Gomega, kind, path string) string {
+			out, err := exec.Command(filepath.Join(env.BinDir, "kubectl"), "--kubeconfig", kubeconfig,
+				"get", kind, customer, "-o", "jsonpath="+path).CombinedOutput()
+			g.Expect(err).NotTo(HaveOccurred(), "kubectl: %s", out)
+			return string(out)
+		}
+		// Every counter stayed 0 from the start: a merge patch of what changed alone
+		// would never have stored them.
+		Eventually(func(g Gomega) {
+			g.Expect(jsonpath(g, "customer", "{.status.projects},{.status.maxProjects},{.status.members}")).To(Equal("0,0,0"))
+			g.Expect(jsonpath(g, "customerquota", "{.status.used},{.status.max}")).To(Equal("0,0"))
+		}).Should(Succeed())
+	})
 
 	It("lowered below usage deletes nothing, refuses new projects and says so; raised, admits again at once", func() {
 		const customer = "pq-lower"

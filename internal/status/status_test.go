@@ -2,6 +2,7 @@ package status
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 
 	. "github.com/onsi/gomega"
@@ -43,41 +44,54 @@ func TestMarkHelpersFollowKstatusConventions(t *testing.T) {
 	g.Expect(c.Status.Conditions).To(HaveLen(1))
 }
 
-func TestPatcherWritesOnlyChangedStatusWithOptimisticLock(t *testing.T) {
-	g := NewWithT(t)
-	ctx := context.Background()
+// storedCustomer returns a Customer named name with status st, as read from a fake
+// client that holds it and records the data of every status patch sent through it.
+func storedCustomer(t *testing.T, name string, st v1alpha1.CustomerStatus) (*v1alpha1.Customer, client.Client, *[][]byte) {
+	t.Helper()
 	c := &v1alpha1.Customer{
-		ObjectMeta: metav1.ObjectMeta{Name: "acme", Generation: 1},
-		Spec:       v1alpha1.CustomerSpec{Identifier: "acme", DisplayName: "ACME"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1},
+		Spec:       v1alpha1.CustomerSpec{Identifier: name, DisplayName: name},
+		Status:     st,
 	}
-	var patches []client.Patch
+	var patches [][]byte
 	cl := fake.NewClientBuilder().WithScheme(newScheme(t)).WithObjects(c).
 		WithStatusSubresource(&v1alpha1.Customer{}).
 		WithInterceptorFuncs(interceptor.Funcs{
 			SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-				patches = append(patches, patch)
+				data, err := patch.Data(obj)
+				if err != nil {
+					return err
+				}
+				patches = append(patches, data)
 				return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
 			},
 		}).Build()
-	g.Expect(cl.Get(ctx, client.ObjectKeyFromObject(c), c)).To(Succeed())
+	if err := cl.Get(context.Background(), client.ObjectKeyFromObject(c), c); err != nil {
+		t.Fatal(err)
+	}
+	return c, cl, &patches
+}
+
+func TestPatcherWritesOnlyChangedStatusWithOptimisticLock(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, cl, patches := storedCustomer(t, "acme", v1alpha1.CustomerStatus{})
 
 	// Unchanged status: no write at all.
 	p := NewPatcher(c)
 	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
-	g.Expect(patches).To(BeEmpty())
+	g.Expect(*patches).To(BeEmpty())
 
 	// A changed status is written once, carrying the resourceVersion (the lock).
 	c.Status.Projects = 2
 	MarkReady(c, "ok")
 	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
-	g.Expect(patches).To(HaveLen(1))
-	data, err := patches[0].Data(c)
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(string(data)).To(ContainSubstring(`"resourceVersion"`))
+	g.Expect(*patches).To(HaveLen(1))
+	g.Expect(string((*patches)[0])).To(ContainSubstring(`"resourceVersion"`))
 
 	// Writing the same status again is free.
 	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
-	g.Expect(patches).To(HaveLen(1))
+	g.Expect(*patches).To(HaveLen(1))
 
 	// Someone else wrote in between: the stale patch conflicts instead of overwriting.
 	other := &v1alpha1.Customer{}
@@ -85,6 +99,40 @@ func TestPatcherWritesOnlyChangedStatusWithOptimisticLock(t *testing.T) {
 	other.Status.Members = 7
 	g.Expect(cl.Status().Update(ctx, other)).To(Succeed())
 	c.Status.Projects = 3
-	err = p.PatchStatus(ctx, cl, c)
+	err := p.PatchStatus(ctx, cl, c)
 	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+}
+
+func TestPatcherAlwaysWritesTheCounters(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, cl, patches := storedCustomer(t, "zero", v1alpha1.CustomerStatus{
+		Reservations: []v1alpha1.ProjectReservation{{Namespace: "zero-web"}},
+	})
+
+	// Only a condition changes; the counters stay 0, which a plain merge patch leaves
+	// out, so the API server would never store them.
+	p := NewPatcher(c)
+	c.Status.Members = 2
+	MarkReady(c, "ok")
+	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
+	g.Expect(*patches).To(HaveLen(1))
+	var patch struct {
+		Metadata map[string]any             `json:"metadata"`
+		Status   map[string]json.RawMessage `json:"status"`
+	}
+	g.Expect(json.Unmarshal((*patches)[0], &patch)).To(Succeed())
+	g.Expect(patch.Metadata).To(HaveKey("resourceVersion"), "still under the optimistic lock")
+	g.Expect(patch.Status).To(HaveKeyWithValue("projects", json.RawMessage("0")))
+	g.Expect(patch.Status).To(HaveKeyWithValue("maxProjects", json.RawMessage("0")))
+	g.Expect(patch.Status).To(HaveKeyWithValue("members", json.RawMessage("2")))
+	g.Expect(patch.Status).To(HaveKey("conditions"))
+	g.Expect(patch.Status).NotTo(HaveKey("reservations"), "an unchanged list the webhook owns is left alone")
+	g.Expect(patch.Status).NotTo(HaveKey("observedGeneration"), "omitempty fields are sent only when changed")
+
+	// Kinds without such fields get the plain merge patch.
+	ack := &v1alpha1.MessageAcknowledgement{}
+	g.Expect(alwaysSerialized(ack)).To(BeEmpty())
+	q := &v1alpha1.CustomerQuota{Status: v1alpha1.CustomerQuotaStatus{Max: 5}}
+	g.Expect(alwaysSerialized(q)).To(Equal(map[string]any{"used": int32(0), "max": int32(5)}))
 }
