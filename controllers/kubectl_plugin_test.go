@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -162,7 +163,15 @@ var _ = Describe("kubectl customer plugin", func() {
 		Eventually(func(g Gomega) {
 			out := pluginOutput(asPartner, "status", "plug-co")
 			g.Expect(out).To(MatchRegexp(`(?m)^Customer: +plug-co \(Plug Company\)$`))
-			g.Expect(out).To(MatchRegexp(`(?m)^Projects: +1 .*: plug-co-web$`))
+			g.Expect(out).To(MatchRegexp(`(?m)^Projects: +1 of \d+ used \(default quota: no CustomerQuota\): plug-co-web$`))
+		}).Should(Succeed())
+		quota := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "plug-co"},
+			Spec: v1alpha1.CustomerQuotaSpec{Customer: "plug-co", MaxProjects: ptr.To[int32](3)}}
+		Expect(admin.Create(ctx, quota)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, quota))).To(Succeed()) })
+		Eventually(func(g Gomega) {
+			out := pluginOutput(asPartner, "status", "plug-co")
+			g.Expect(out).To(MatchRegexp(`(?m)^Projects: +1 of 3 used \(CustomerQuota "plug-co"\): plug-co-web$`))
 			g.Expect(out).To(MatchRegexp(`(?m)^Members: +.*alice@plug\.example \(Editor, active\)`))
 			g.Expect(out).To(MatchRegexp(`(?m)^Open messages:\s+none$`))
 		}).Should(Succeed())

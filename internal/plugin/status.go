@@ -90,18 +90,19 @@ func (o *Options) runStatus(ctx context.Context, name string) error {
 	return w.Flush()
 }
 
-// projectsLine is "<used> of <max> (CustomerQuota ...)", with the project names
-// when the user may list namespaces.
+// projectsLine is "<used> of <max> used (CustomerQuota ...)", both numbers from the
+// Customer's status (the maximum in force, its quota's or the operator's default),
+// with the project names when the user may list namespaces.
 func projectsLine(ctx context.Context, c client.Client, customer *v1alpha1.Customer) string {
-	line := fmt.Sprintf("%d", customer.Status.Projects)
+	line := fmt.Sprintf("%d of %d used", customer.Status.Projects, customer.Status.MaxProjects)
 	quota := &v1alpha1.CustomerQuota{}
 	switch err := c.Get(ctx, client.ObjectKey{Name: customer.Name}, quota); {
 	case err == nil:
-		line = fmt.Sprintf("%d of %d used (CustomerQuota %q)", customer.Status.Projects, quota.Spec.MaxProjects, quota.Name)
+		line += fmt.Sprintf(" (CustomerQuota %q)", quota.Name)
 	case apierrors.IsNotFound(err):
-		line += " used (default quota: no CustomerQuota)"
+		line += " (default quota: no CustomerQuota)"
 	default:
-		line += " used (quota not readable)"
+		line += " (quota not readable)"
 	}
 	var namespaces corev1.NamespaceList
 	if err := c.List(ctx, &namespaces, client.MatchingLabels{v1alpha1.CustomerLabel: customer.Name}); err == nil {
