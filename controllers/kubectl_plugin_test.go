@@ -103,6 +103,12 @@ var _ = Describe("kubectl customer plugin", func() {
 		Expect(invited.Spec.Invitation).To(Equal(v1alpha1.InvitationEmail))
 		_, _, err := runPlugin(asPartner, "invite", "plug-co", "dave@plug.example")
 		Expect(err).To(MatchError(ContainSubstring(`required flag(s) "role" not set`)))
+		_, _, err = runPlugin(asPartner, "invite", "plug-co", "carol@plug.example", "--role", "Editor")
+		Expect(err).To(MatchError(ContainSubstring(`cannot invite "carol@plug.example" to customer "plug-co": ` +
+			`the address has CustomerMembership "plug-co-carol-at-plug.example" already`)))
+		Expect(err).To(MatchError(ContainSubstring(v1alpha1.ResendInvitationAnnotation)))
+		_, _, err = runPlugin(asPartner, "add-myself", "plug-co", "--role", "Admin")
+		Expect(err).To(MatchError(ContainSubstring(`has CustomerMembership`)))
 
 		By("sending an AllMustRead message to the Editors and Viewers: alice and bob")
 		Expect(admin.Create(ctx, msgMember("plug-co", alice, v1alpha1.RoleEditor))).To(Succeed())

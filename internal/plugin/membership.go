@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -94,6 +95,10 @@ func (o *Options) runAddMyself(ctx context.Context, customer string, role v1alph
 	m.Spec.Username = me.Username
 	m.Spec.Invitation = v1alpha1.InvitationNone
 	if err := c.Create(ctx, m, client.FieldOwner(fieldManager)); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("cannot add you to customer %q: %s has CustomerMembership %q already (one per address and customer)",
+				customer, email, m.Name)
+		}
 		return explain(err, quoteUser(me.Username), fmt.Sprintf("add you to customer %q", customer),
 			"only partners may add themselves; others are invited (kubectl customer invite)")
 	}
@@ -119,8 +124,13 @@ func (o *Options) runInvite(ctx context.Context, customer, email string, role v1
 	}
 	m := newMembership(customer, email, role)
 	if err := c.Create(ctx, m, client.FieldOwner(fieldManager)); err != nil {
-		return explain(err, quoteUser(me.Username), fmt.Sprintf("invite %q to customer %q", email, customer),
-			"partners and the customer's Admins may invite")
+		what := fmt.Sprintf("invite %q to customer %q", email, customer)
+		if apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("cannot %s: the address has CustomerMembership %q already (one per address and customer); "+
+				"`kubectl get customermembership %s` shows whether it was accepted, and a new value of its annotation %s sends the invitation again",
+				what, m.Name, m.Name, v1alpha1.ResendInvitationAnnotation)
+		}
+		return explain(err, quoteUser(me.Username), what, "partners and the customer's Admins may invite")
 	}
 	fmt.Fprintf(o.Out, "Invited %s to customer %q as %s (CustomerMembership %q); the invitation e-mail is on its way.\n",
 		strings.ToLower(email), customer, role, m.Name)
