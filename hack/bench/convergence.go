@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -131,16 +132,11 @@ func operatorStatus(o client.Object) {
 func statusBytes(objs []client.Object) (int, error) {
 	n := 0
 	for _, o := range objs {
-		var st any
-		switch x := o.(type) {
-		case *v1alpha1.Customer:
-			st = x.Status
-		case *v1alpha1.CustomerQuota:
-			st = x.Status
-		case *v1alpha1.CustomerMembership:
-			st = x.Status
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+		if err != nil {
+			return 0, err
 		}
-		b, err := json.Marshal(st)
+		b, err := json.Marshal(u["status"])
 		if err != nil {
 			return 0, err
 		}
