@@ -181,9 +181,29 @@ var _ = Describe("kubectl customer plugin", func() {
 			g.Expect(out).To(MatchRegexp(`(?m)^Members: +.*alice@plug\.example \(Editor, active\)`))
 			g.Expect(out).To(MatchRegexp(`(?m)^Open messages:\s+none$`))
 		}).Should(Succeed())
-		out = pluginOutput(asAlice, "status", "plug-co")
-		Expect(out).To(MatchRegexp(`(?m)^Projects: +1 `))
-		Expect(out).To(MatchRegexp(`(?m)^Members: +\d+ active$`))
+
+		By("showing alice, an Editor who may list nothing, the project by name and the members by count")
+		Eventually(func(g Gomega) {
+			out := pluginOutput(asAlice, "status", "plug-co")
+			g.Expect(out).To(MatchRegexp(`(?m)^Projects: +1 of 3 used \(CustomerQuota "plug-co"\): plug-co-web$`))
+			g.Expect(out).To(MatchRegexp(`(?m)^Members: +\d+ active$`))
+		}).Should(Succeed())
+		aliceClient, err := client.New(env.ConfigAs(alice), client.Options{Scheme: admin.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(apierrors.IsForbidden(aliceClient.List(ctx, &corev1.NamespaceList{}))).To(BeTrue(),
+			"the names come from get by name, not from a list")
+
+		By("showing dora, an Admin who is no partner, who the members are")
+		dora := "dora@plug.example"
+		asDora := pluginUser(dora)
+		Expect(admin.Create(ctx, msgMember("plug-co", dora, v1alpha1.RoleAdmin))).To(Succeed())
+		Eventually(func(g Gomega) {
+			out, _, err := runPlugin(asDora, "status", "plug-co")
+			g.Expect(err).NotTo(HaveOccurred(), "until the access controller has granted dora hers")
+			g.Expect(out).To(MatchRegexp(`(?m)^Projects: +1 of 3 used \(CustomerQuota "plug-co"\): plug-co-web$`))
+			g.Expect(out).To(MatchRegexp(`(?m)^Members: +\d+ active: .*alice@plug\.example \(Editor, active\).*` +
+				`carol@plug\.example \(Viewer, invited\).*dora@plug\.example \(Admin, active\)`))
+		}).Should(Succeed())
 	})
 
 	It("runs as `kubectl customer` from PATH, and tells the second SingleRead reader who resolved it", func() {

@@ -6,7 +6,7 @@
 // Per customer <c> (every object labelled customers.partnerops.io/customer=<c> and
 // app.kubernetes.io/managed-by=customer-operator):
 //
-//	ClusterRole        customer-operator:<c>:member          get customers/<c>, customerquotas/<c>, customermessages/<each message of c>
+//	ClusterRole        customer-operator:<c>:member          get customers/<c>, customerquotas/<c>, customermessages/<each message of c>, namespaces/<each project of c>
 //	ClusterRoleBinding customer-operator:<c>:member          → that ClusterRole, every active member
 //	ClusterRoleBinding customer-operator:<c>:acknowledge     → customer-operator-acknowledge (create messageacknowledgements), every active member
 //	ClusterRole        customer-operator:<c>:memberships     get customermemberships/<each membership of c>
@@ -142,6 +142,15 @@ func Desired(in Input) Objects {
 	if messages := sorted(in.Messages); len(messages) > 0 {
 		// Never a rule with empty resourceNames: that would mean every message.
 		memberRules = append(memberRules, getByName("customermessages", messages...))
+	}
+	if projects := sorted(in.Projects); len(projects) > 0 {
+		// The same right every member has through the project's admin/edit/view
+		// binding, granted again by name at the cluster: a rules review then lists
+		// the customer's projects, which members (who may not list namespaces)
+		// could not find otherwise (kubectl customer status).
+		memberRules = append(memberRules, rbacv1.PolicyRule{
+			APIGroups: []string{""}, Resources: []string{"namespaces"}, ResourceNames: projects, Verbs: []string{"get"},
+		})
 	}
 	out.ClusterRoles = append(out.ClusterRoles, clusterRole(Name(in.Customer, "member"), memberRules, labels))
 	out.ClusterRoleBindings = append(out.ClusterRoleBindings,

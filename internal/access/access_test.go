@@ -131,11 +131,14 @@ func TestDesired(t *testing.T) {
 	g.Expect(got.ClusterRoles).To(HaveLen(2))
 	member := got.ClusterRoles[0]
 	g.Expect(member.Name).To(Equal("customer-operator:acme:member"))
-	g.Expect(member.Rules).To(HaveLen(2), "no messages: no customermessages rule (empty resourceNames would mean all)")
-	for _, rule := range member.Rules {
+	g.Expect(member.Rules).To(HaveLen(3), "no messages: no customermessages rule (empty resourceNames would mean all)")
+	for _, rule := range member.Rules[:2] {
 		g.Expect(rule.ResourceNames).To(Equal([]string{"acme"}))
 		g.Expect(rule.Verbs).To(Equal([]string{"get"}))
 	}
+	g.Expect(member.Rules[2]).To(Equal(rbacv1.PolicyRule{
+		APIGroups: []string{""}, Resources: []string{"namespaces"}, ResourceNames: []string{"api", "web"}, Verbs: []string{"get"},
+	}), "the projects by name, so that a rules review lists them")
 	g.Expect(got.ClusterRoles[1].Name).To(Equal("customer-operator:acme:memberships"))
 	g.Expect(got.ClusterRoles[1].Rules[0].ResourceNames).To(Equal([]string{"acme-alice", "acme-bob"}))
 
@@ -165,6 +168,7 @@ func TestDesiredMessagesAndNoAdmins(t *testing.T) {
 	})
 	g.Expect(got.RoleBindings).To(BeEmpty(), "no projects")
 	g.Expect(got.ClusterRoles).To(HaveLen(1), "no Admins: no memberships role")
+	g.Expect(got.ClusterRoles[0].Rules).To(HaveLen(3), "no projects: no namespaces rule (empty resourceNames would mean all)")
 	g.Expect(got.ClusterRoles[0].Rules[2]).To(Equal(rbacv1.PolicyRule{
 		APIGroups: []string{v1alpha1.GroupName}, Resources: []string{"customermessages"},
 		ResourceNames: []string{"maintenance", "outage"}, Verbs: []string{"get"},

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,7 +19,7 @@ import (
 // cluster-scoped kinds, appear in every namespace; default always exists.
 const rulesNamespace = "default"
 
-// access is what a user may do with one resource of the operator's group.
+// access is what a user may read of one resource.
 type access struct {
 	// list: the user may list every object of the resource.
 	list bool
@@ -26,8 +27,9 @@ type access struct {
 	names sets.Set[string]
 }
 
-// accessTo asks a SelfSubjectRulesReview what the user may read of resource.
-func accessTo(ctx context.Context, c client.Client, resource string) (access, error) {
+// accessTo asks a SelfSubjectRulesReview what the user may read of resource (of
+// the API group group).
+func accessTo(ctx context.Context, c client.Client, group, resource string) (access, error) {
 	review := &authorizationv1.SelfSubjectRulesReview{
 		Spec: authorizationv1.SelfSubjectRulesReviewSpec{Namespace: rulesNamespace},
 	}
@@ -36,7 +38,7 @@ func accessTo(ctx context.Context, c client.Client, resource string) (access, er
 	}
 	a := access{names: sets.New[string]()}
 	for _, rule := range review.Status.ResourceRules {
-		if !matches(rule.APIGroups, v1alpha1.GroupName) || !matches(rule.Resources, resource) {
+		if !matches(rule.APIGroups, group) || !matches(rule.Resources, resource) {
 			continue
 		}
 		switch {
@@ -63,33 +65,50 @@ func matches(values []string, want string) bool {
 	return false
 }
 
-// readableMessages returns the CustomerMessages the user may read (of one customer,
-// or of all when customer is empty), sorted by customer and age: by list when RBAC
-// allows it (partners), else one get per name the rules review returned.
-func readableMessages(ctx context.Context, c client.Client, customer string) ([]v1alpha1.CustomerMessage, error) {
-	a, err := accessTo(ctx, c, "customermessages")
+// readable returns the objects of one resource that the user may read: all of
+// them by list when RBAC allows it (partners), else one get per name the rules
+// review returned. kind names the resource in errors.
+func readable[T any, P interface {
+	*T
+	client.Object
+}](ctx context.Context, c client.Client, group, resource, kind string, list func() ([]T, error)) ([]T, error) {
+	a, err := accessTo(ctx, c, group, resource)
 	if err != nil {
 		return nil, err
 	}
-	var out []v1alpha1.CustomerMessage
 	if a.list {
-		var list v1alpha1.CustomerMessageList
-		if err := c.List(ctx, &list); err != nil {
-			return nil, fmt.Errorf("listing CustomerMessages: %w", err)
+		items, err := list()
+		if err != nil {
+			return nil, fmt.Errorf("listing %ss: %w", kind, err)
 		}
-		out = list.Items
-	} else {
-		for _, name := range sets.List(a.names) {
-			m := &v1alpha1.CustomerMessage{}
-			if err := c.Get(ctx, client.ObjectKey{Name: name}, m); err != nil {
-				// Deleted since, or the grant changed since the review: not readable.
-				if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-					continue
-				}
-				return nil, fmt.Errorf("reading CustomerMessage %q: %w", name, err)
+		return items, nil
+	}
+	var out []T
+	for _, name := range sets.List(a.names) {
+		var obj T
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, P(&obj)); err != nil {
+			// Deleted since, or the grant changed since the review: not readable.
+			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+				continue
 			}
-			out = append(out, *m)
+			return nil, fmt.Errorf("reading %s %q: %w", kind, name, err)
 		}
+		out = append(out, obj)
+	}
+	return out, nil
+}
+
+// readableMessages returns the CustomerMessages the user may read (of one customer,
+// or of all when customer is empty), sorted by customer and age.
+func readableMessages(ctx context.Context, c client.Client, customer string) ([]v1alpha1.CustomerMessage, error) {
+	out, err := readable(ctx, c, v1alpha1.GroupName, "customermessages", "CustomerMessage",
+		func() ([]v1alpha1.CustomerMessage, error) {
+			var list v1alpha1.CustomerMessageList
+			err := c.List(ctx, &list)
+			return list.Items, err
+		})
+	if err != nil {
+		return nil, err
 	}
 	kept := out[:0]
 	for _, m := range out {
@@ -107,4 +126,49 @@ func readableMessages(ctx context.Context, c client.Client, customer string) ([]
 		return kept[i].Name < kept[j].Name
 	})
 	return kept, nil
+}
+
+// readableProjects returns the names of customer's live projects that the user may
+// read, sorted. Partners list them; every member may get each project of their
+// customer by name (internal/access), which the rules review returns.
+func readableProjects(ctx context.Context, c client.Client, customer string) ([]string, error) {
+	namespaces, err := readable(ctx, c, corev1.GroupName, "namespaces", "namespace",
+		func() ([]corev1.Namespace, error) {
+			var list corev1.NamespaceList
+			err := c.List(ctx, &list, client.MatchingLabels{v1alpha1.CustomerLabel: customer})
+			return list.Items, err
+		})
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, ns := range namespaces {
+		if ns.Labels[v1alpha1.CustomerLabel] == customer && ns.DeletionTimestamp.IsZero() {
+			names = append(names, ns.Name)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// readableMemberships returns the CustomerMemberships of customer that the user may
+// read. Partners list them; the customer's Admins may get each membership of their
+// customer by name (internal/access), which the rules review returns.
+func readableMemberships(ctx context.Context, c client.Client, customer string) ([]v1alpha1.CustomerMembership, error) {
+	memberships, err := readable(ctx, c, v1alpha1.GroupName, "customermemberships", "CustomerMembership",
+		func() ([]v1alpha1.CustomerMembership, error) {
+			var list v1alpha1.CustomerMembershipList
+			err := c.List(ctx, &list)
+			return list.Items, err
+		})
+	if err != nil {
+		return nil, err
+	}
+	var out []v1alpha1.CustomerMembership
+	for _, m := range memberships {
+		if string(m.Spec.Customer) == customer && m.DeletionTimestamp.IsZero() {
+			out = append(out, m)
+		}
+	}
+	return out, nil
 }

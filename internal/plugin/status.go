@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,8 +22,10 @@ func newStatusCommand(o *Options) *cobra.Command {
 		Use:   "status CUSTOMER",
 		Short: "Show a customer's projects, members and open messages",
 		Long: longDesc(`
-			Show a customer: its projects (used of the quota), its members and its open
-			messages. Members see counts; partners, who may list, also see names.`),
+			Show a customer: its projects (used of the quota, and their names), its
+			members and its open messages. Everyone sees how many members there
+			are; partners and the customer's Admins, who may read the memberships,
+			also see who they are.`),
 		Example: examples(`
 			# Show the customer acme
 			kubectl customer status acme`),
@@ -92,7 +93,7 @@ func (o *Options) runStatus(ctx context.Context, name string) error {
 
 // projectsLine is "<used> of <max> used (CustomerQuota ...)", both numbers from the
 // Customer's status (the maximum in force, its quota's or the operator's default),
-// with the project names when the user may list namespaces.
+// with the names of the projects the user may read (every member may: by name).
 func projectsLine(ctx context.Context, c client.Client, customer *v1alpha1.Customer) string {
 	line := fmt.Sprintf("%d of %d used", customer.Status.Projects, customer.Status.MaxProjects)
 	quota := &v1alpha1.CustomerQuota{}
@@ -104,39 +105,28 @@ func projectsLine(ctx context.Context, c client.Client, customer *v1alpha1.Custo
 	default:
 		line += " (quota not readable)"
 	}
-	var namespaces corev1.NamespaceList
-	if err := c.List(ctx, &namespaces, client.MatchingLabels{v1alpha1.CustomerLabel: customer.Name}); err == nil {
-		var names []string
-		for _, ns := range namespaces.Items {
-			if ns.DeletionTimestamp.IsZero() {
-				names = append(names, ns.Name)
-			}
-		}
-		sort.Strings(names)
-		if len(names) > 0 {
-			line += ": " + strings.Join(names, ", ")
-		}
+	// Best effort, like the members' names: the count above is the answer.
+	if names, err := readableProjects(ctx, c, customer.Name); err == nil && len(names) > 0 {
+		line += ": " + strings.Join(names, ", ")
 	}
 	return line
 }
 
 // membersLine is the number of active members, with names and roles when the user
-// may list memberships.
+// may read the memberships (partners by list, the customer's Admins by name).
 func membersLine(ctx context.Context, c client.Client, customer *v1alpha1.Customer) string {
 	line := fmt.Sprintf("%d active", customer.Status.Members)
-	var list v1alpha1.CustomerMembershipList
-	if err := c.List(ctx, &list); err != nil {
+	list, err := readableMemberships(ctx, c, customer.Name)
+	if err != nil {
 		return line
 	}
 	var names []string
-	for _, m := range list.Items {
-		if string(m.Spec.Customer) == customer.Name {
-			state := "invited"
-			if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.AcceptedCondition) {
-				state = "active"
-			}
-			names = append(names, fmt.Sprintf("%s (%s, %s)", m.Spec.Email, m.Spec.Role, state))
+	for _, m := range list {
+		state := "invited"
+		if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.AcceptedCondition) {
+			state = "active"
 		}
+		names = append(names, fmt.Sprintf("%s (%s, %s)", m.Spec.Email, m.Spec.Role, state))
 	}
 	sort.Strings(names)
 	if len(names) > 0 {
