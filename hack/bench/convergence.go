@@ -148,10 +148,9 @@ func statusBytes(objs []client.Object) (int, error) {
 // runFloor makes, with no webhooks and no manager, the same number of creates
 // and status writes the operator's run needs at least (four objects and one
 // status write each per customer), with the same concurrency: the API server's
-// own floor. Its objects are named prefix-<i>; setStatus sets what each status
-// write says.
-func (b *bench) runFloor(ctx context.Context, prefix string, setStatus func(client.Object)) (total, creates time.Duration, err error) {
-	n := b.s.Customers
+// own floor, for n customers. Its objects are named prefix-<i>; setStatus sets
+// what each status write says.
+func (b *bench) runFloor(ctx context.Context, prefix string, n int, setStatus func(client.Object)) (total, creates time.Duration, err error) {
 	sets := make([][]client.Object, n)
 	start := time.Now()
 	// All creates first, as the operator's run makes them, then the status writes.
@@ -181,11 +180,12 @@ func (b *bench) runFloor(ctx context.Context, prefix string, setStatus func(clie
 	return time.Since(start), creates, err
 }
 
-// deleteFloor removes a floor's objects before the manager starts, so that it
-// never sees them. One DELETE per object, by the same workers: a deletecollection
-// of tens of thousands of objects outlives the API server's request timeout.
-func (b *bench) deleteFloor(ctx context.Context, prefix string) error {
-	err := parallel(ctx, b.s.Customers, b.s.Concurrency, func(ctx context.Context, i int) error {
+// deleteFloor removes the objects of a floor of n customers before the manager
+// starts, so that it never sees them. One DELETE per object, by the same workers:
+// a deletecollection of tens of thousands of objects outlives the API server's
+// request timeout.
+func (b *bench) deleteFloor(ctx context.Context, prefix string, n int) error {
+	err := parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
 		for _, o := range customerSet(prefix, i) {
 			if err := b.admin.Delete(ctx, o); client.IgnoreNotFound(err) != nil {
 				return fmt.Errorf("%s: deleting %T %s: %w", prefix, o, o.GetName(), err)
@@ -349,4 +349,10 @@ func (b *bench) statusSizes(ctx context.Context) (map[string]int, error) {
 	}
 	sizes["ours"] = n
 	return sizes, nil
+}
+
+// warmupCustomers is the size of the untimed warm-up before the floor: a tenth of
+// the run, at least 50 and at most 500 customers.
+func warmupCustomers(customers int) int {
+	return min(max(customers/10, 50), 500)
 }
