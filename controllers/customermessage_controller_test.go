@@ -88,6 +88,20 @@ func msgBind(user, clusterRole string) {
 	if err := admin.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
 		Expect(err).NotTo(HaveOccurred())
 	}
+	// The API server's authorizer reads bindings from its own informer, so a request
+	// right after the create could still be refused: wait until it grants the
+	// role's first rule.
+	role := &rbacv1.ClusterRole{}
+	Expect(admin.Get(ctx, client.ObjectKey{Name: clusterRole}, role)).To(Succeed())
+	Expect(role.Rules).NotTo(BeEmpty(), "ClusterRole %s has no rules to wait for", clusterRole)
+	rule := role.Rules[0]
+	name := ""
+	if len(rule.ResourceNames) > 0 {
+		name = rule.ResourceNames[0]
+	}
+	Eventually(func() bool {
+		return canI(user, rule.Verbs[0], rule.APIGroups[0], rule.Resources[0], "", name)
+	}).Should(BeTrue(), "the authorizer has seen %s bound to %s", user, clusterRole)
 }
 
 // msgCustomerWithMembers creates a customer and active members.
