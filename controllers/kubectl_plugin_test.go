@@ -204,6 +204,12 @@ var _ = Describe("kubectl customer plugin", func() {
 			g.Expect(out).To(MatchRegexp(`(?m)^Members: +\d+ active: .*alice@plug\.example \(Editor, active\).*` +
 				`carol@plug\.example \(Viewer, invited\).*dora@plug\.example \(Admin, active\)`))
 		}).Should(Succeed())
+
+		By("listing each one's customers: alice's one, all of them for the partner, none for mallory")
+		out = pluginOutput(asAlice, "list")
+		Expect(out).To(MatchRegexp(`^NAME +DISPLAY NAME +PROJECTS +MEMBERS +READY +AGE\nplug-co +Plug Company +1/3 +\d+ +True +\S+\n$`))
+		Expect(pluginOutput(asPartner, "list")).To(MatchRegexp(`(?m)^plug-co +Plug Company +1/3 `))
+		Expect(pluginOutput(asMallory, "list")).To(Equal("mallory@plug.example is a member of no customer.\n"))
 	})
 
 	It("runs as `kubectl customer` from PATH, and tells the second SingleRead reader who resolved it", func() {

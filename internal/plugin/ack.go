@@ -34,11 +34,7 @@ func newAckCommand(o *Options) *cobra.Command {
 }
 
 func (o *Options) runAck(ctx context.Context, message string) error {
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}

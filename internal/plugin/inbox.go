@@ -49,11 +49,7 @@ func newInboxCommand(o *Options) *cobra.Command {
 }
 
 func (o *Options) runInbox(ctx context.Context, showBody bool) error {
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}

@@ -74,11 +74,7 @@ func (o *Options) runAddMyself(ctx context.Context, customer string, role v1alph
 	if err := checkRole(role); err != nil {
 		return err
 	}
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}
@@ -114,11 +110,7 @@ func (o *Options) runInvite(ctx context.Context, customer, email string, role v1
 	if errs := validation.ValidateEmail(email, emailPath); len(errs) > 0 {
 		return fmt.Errorf("EMAIL %q: %s", email, errs[0].Detail)
 	}
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,8 @@
 // Package plugin is the kubectl plugin kubectl-customer: what a customer's user (or a
 // partner) does day to day, with their own kubeconfig and credentials only. It never
-// needs list rights: who you are comes from a SelfSubjectReview, and which messages
-// you may read from a SelfSubjectRulesReview, which returns the names RBAC lets you
-// get.
+// needs list rights: who you are comes from a SelfSubjectReview, and which
+// customers, messages, projects and memberships you may read from a
+// SelfSubjectRulesReview, which returns the names RBAC lets you get.
 package plugin
 
 import (
@@ -56,9 +56,12 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 			and open messages, invite colleagues and create projects.
 
 			Every command runs with your own kubeconfig and credentials, and needs no list
-			rights: who you are comes from a SelfSubjectReview, and the messages you may
-			read from a SelfSubjectRulesReview.`),
+			rights: who you are comes from a SelfSubjectReview, and what you may read
+			(customers, messages, projects) from a SelfSubjectRulesReview.`),
 		Example: examples(`
+			# List the customers you belong to
+			kubectl customer list
+
 			# List the open messages addressed to you, across your customers
 			kubectl customer inbox
 
@@ -77,6 +80,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o.ConfigFlags.AddFlags(cmd.PersistentFlags())
 
 	cmd.AddCommand(
+		newListCommand(o),
 		newInboxCommand(o),
 		newAckCommand(o),
 		newAddMyselfCommand(o),
@@ -102,6 +106,20 @@ func (o *Options) Client() (client.Client, error) {
 	}
 	o.client = c
 	return c, nil
+}
+
+// clientAndUser returns the client and who the credentials belong to: what every
+// command starts with.
+func (o *Options) clientAndUser(ctx context.Context) (client.Client, authenticationv1.UserInfo, error) {
+	c, err := o.Client()
+	if err != nil {
+		return nil, authenticationv1.UserInfo{}, err
+	}
+	me, err := o.WhoAmI(ctx)
+	if err != nil {
+		return nil, authenticationv1.UserInfo{}, err
+	}
+	return c, me, nil
 }
 
 // WhoAmI asks the API server who the credentials belong to.

@@ -41,11 +41,7 @@ func newProjectCommand(o *Options) *cobra.Command {
 }
 
 func (o *Options) runProjectCreate(ctx context.Context, customer, name string) error {
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}

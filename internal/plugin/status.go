@@ -37,11 +37,7 @@ func newStatusCommand(o *Options) *cobra.Command {
 }
 
 func (o *Options) runStatus(ctx context.Context, name string) error {
-	c, err := o.Client()
-	if err != nil {
-		return err
-	}
-	me, err := o.WhoAmI(ctx)
+	c, me, err := o.clientAndUser(ctx)
 	if err != nil {
 		return err
 	}
