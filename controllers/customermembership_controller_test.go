@@ -81,6 +81,9 @@ func bindPartner(user string) {
 	}
 	Expect(admin.Create(ctx, crb)).To(Succeed())
 	DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, crb))).To(Succeed()) })
+	// As in msgBind: the authorizer's informer may not have seen the binding yet.
+	Eventually(func() bool { return canI(user, "create", v1alpha1.GroupName, "customers", "", "") }).
+		Should(BeTrue(), "the authorizer has seen %s bound as a partner", user)
 }
 
 // clientAs is an uncached client impersonating user.
