@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -50,19 +52,25 @@ type AccessReconciler struct {
 	client.Client
 	// UsernamePrefix is --username-prefix.
 	UsernamePrefix string
+	// APIReader reads uncached: the cache holds only the RBAC objects that carry
+	// the operator's labels.
+	APIReader client.Reader
+	// OperatorNamespace is the operator's own namespace, which is never a project
+	// (quota.IsSystemNamespace), labelled or not.
+	OperatorNamespace string
 }
 
-// Reconcile converges the RBAC of the customer named by req.
+// Reconcile converges the RBAC of the customer named by req. What is no longer
+// desired is pruned even when something could not be applied: one binding that
+// fails must not keep a removed member's access elsewhere.
 func (r *AccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	in, err := r.input(ctx, req.Name)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	desired := access.Desired(in)
-	if err := r.apply(ctx, desired); err != nil {
-		return ctrl.Result{}, err
-	}
-	return ctrl.Result{}, r.prune(ctx, req.Name, desired)
+	applied := r.apply(ctx, desired)
+	return ctrl.Result{}, errors.Join(applied, r.prune(ctx, req.Name, desired))
 }
 
 // input reads what the customer's access depends on. A customer that does not
@@ -92,9 +100,11 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}); err != nil {
 		return in, fmt.Errorf("listing projects: %w", err)
 	}
-	for _, ns := range liveProjects(projects.Items) {
-		in.Projects = append(in.Projects, ns.Name)
-	}
+	// System namespaces are left out as the quota leaves them out: admission keeps
+	// the label off them, but one labelled before the operator was installed (or an
+	// operator namespace the policy does not name) must not make every member of the
+	// customer an admin there.
+	in.Projects = sets.List(quota.LiveProjects(projects.Items, r.OperatorNamespace))
 
 	var messages v1alpha1.CustomerMessageList
 	if err := r.List(ctx, &messages, client.MatchingFields{MessageCustomerIndex: customerName}); err != nil {
@@ -108,40 +118,130 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 
 // apply writes the desired objects that are missing or differ, in order: project
 // RoleBindings, ClusterRoles, then ClusterRoleBindings with the member binding
-// last (a membership reads "access granted" from it).
+// last (a membership reads "access granted" from it). One object that fails does
+// not stop the others; if anything before the ClusterRoleBindings failed, they only
+// lose subjects (removals go through, additions wait for the retry), so "access
+// granted" is never read while part of it is missing.
 func (r *AccessReconciler) apply(ctx context.Context, desired access.Objects) error {
+	var errs []error
 	for _, rb := range desired.RoleBindings {
-		current := &rbacv1.RoleBinding{}
-		if err := r.applyIfChanged(ctx, rb, current, func() bool {
-			return equality.Semantic.DeepEqual(current.RoleRef, rb.RoleRef) &&
-				equality.Semantic.DeepEqual(current.Subjects, rb.Subjects)
-		}); err != nil {
-			return err
-		}
+		errs = append(errs, r.applyBinding(ctx, rb, &rbacv1.RoleBinding{}, false))
 	}
 	for _, cr := range desired.ClusterRoles {
 		current := &rbacv1.ClusterRole{}
-		if err := r.applyIfChanged(ctx, cr, current, func() bool {
+		errs = append(errs, r.applyIfChanged(ctx, cr, current, func() bool {
 			return current.AggregationRule == nil && equality.Semantic.DeepEqual(current.Rules, cr.Rules)
-		}); err != nil {
-			return err
-		}
+		}))
 	}
+	onlyRemove := errors.Join(errs...) != nil
 	for _, crb := range desired.ClusterRoleBindings {
-		current := &rbacv1.ClusterRoleBinding{}
-		if err := r.applyIfChanged(ctx, crb, current, func() bool {
-			return equality.Semantic.DeepEqual(current.RoleRef, crb.RoleRef) &&
-				equality.Semantic.DeepEqual(current.Subjects, crb.Subjects)
-		}); err != nil {
+		errs = append(errs, r.applyBinding(ctx, crb, &rbacv1.ClusterRoleBinding{}, onlyRemove))
+	}
+	return errors.Join(errs...)
+}
+
+// applyBinding converges one RoleBinding or ClusterRoleBinding. Each name encodes
+// its role, so a role change is a different binding, never an update. But roleRef
+// is immutable, and a customer's Admin may write RoleBindings in a project: a
+// binding of one of our names made with another role cannot be applied over, so it
+// is deleted (if it is still the one read) and made anew. The cache holds only the
+// bindings that carry our labels, so one made by someone else shows up as the
+// apply's refusal and is read uncached. With onlyRemove, subjects that the binding
+// does not have yet are left out.
+func (r *AccessReconciler) applyBinding(ctx context.Context, desired, current client.Object, onlyRemove bool) error {
+	err := r.Get(ctx, client.ObjectKeyFromObject(desired), current)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading %s: %w", describe(desired), err)
+	}
+	exists := err == nil
+	if exists {
+		replaced, err := r.replaceIfBoundElsewhere(ctx, desired, current)
+		if err != nil {
 			return err
 		}
+		exists = !replaced
 	}
-	return nil
+	_, wantSubjects := bindingOf(desired)
+	if onlyRemove {
+		if !exists {
+			return nil
+		}
+		_, subjects := bindingOf(current)
+		kept := make([]rbacv1.Subject, 0, len(wantSubjects))
+		for _, s := range wantSubjects {
+			if slices.Contains(subjects, s) {
+				kept = append(kept, s)
+			}
+		}
+		desired = withSubjects(desired, kept)
+		wantSubjects = kept
+	}
+	if exists && hasLabels(current, desired.GetLabels()) {
+		if _, subjects := bindingOf(current); equality.Semantic.DeepEqual(subjects, wantSubjects) {
+			return nil
+		}
+	}
+	err = r.serverSideApply(ctx, desired)
+	if !apierrors.IsInvalid(err) || r.APIReader == nil {
+		return err
+	}
+	live := desired.DeepCopyObject().(client.Object)
+	if getErr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(desired), live); getErr != nil {
+		return errors.Join(err, getErr)
+	}
+	if replaced, replaceErr := r.replaceIfBoundElsewhere(ctx, desired, live); replaceErr != nil || !replaced {
+		return errors.Join(err, replaceErr)
+	}
+	if onlyRemove {
+		return nil
+	}
+	return r.serverSideApply(ctx, desired)
+}
+
+// replaceIfBoundElsewhere deletes current, the binding of desired's name as read,
+// when its roleRef differs from desired's, and reports whether it did.
+func (r *AccessReconciler) replaceIfBoundElsewhere(ctx context.Context, desired, current client.Object) (bool, error) {
+	ref, _ := bindingOf(current)
+	wantRef, _ := bindingOf(desired)
+	if equality.Semantic.DeepEqual(ref, wantRef) {
+		return false, nil
+	}
+	// The precondition makes sure we delete what we looked at, not a binding made
+	// since.
+	if err := r.Delete(ctx, current, client.Preconditions{UID: ptr.To(current.GetUID())}); err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("deleting %s, bound to %s %s instead of %s %s: %w",
+			describe(desired), ref.Kind, ref.Name, wantRef.Kind, wantRef.Name, err)
+	}
+	log.FromContext(ctx).Info("Deleted a binding of the operator's name bound to another role, to make it anew",
+		"object", describe(desired), "roleRef", ref.Kind+" "+ref.Name, "want", wantRef.Kind+" "+wantRef.Name)
+	return true, nil
+}
+
+// bindingOf returns the roleRef and subjects of a RoleBinding or ClusterRoleBinding.
+func bindingOf(o client.Object) (rbacv1.RoleRef, []rbacv1.Subject) {
+	switch b := o.(type) {
+	case *rbacv1.RoleBinding:
+		return b.RoleRef, b.Subjects
+	case *rbacv1.ClusterRoleBinding:
+		return b.RoleRef, b.Subjects
+	}
+	panic(fmt.Sprintf("bindingOf: %T is not a binding", o))
+}
+
+// withSubjects returns a copy of the binding b with the given subjects.
+func withSubjects(b client.Object, subjects []rbacv1.Subject) client.Object {
+	out := b.DeepCopyObject().(client.Object)
+	switch o := out.(type) {
+	case *rbacv1.RoleBinding:
+		o.Subjects = subjects
+	case *rbacv1.ClusterRoleBinding:
+		o.Subjects = subjects
+	}
+	return out
 }
 
 // applyIfChanged server-side applies desired unless the cached object already has
-// its labels and equal() holds. A RoleBinding's roleRef is immutable, but each name
-// encodes its role, so a role change is a different binding, never an update.
+// its labels and equal() holds.
 func (r *AccessReconciler) applyIfChanged(ctx context.Context, desired, current client.Object, equal func() bool) error {
 	err := r.Get(ctx, client.ObjectKeyFromObject(desired), current)
 	switch {
@@ -150,6 +250,12 @@ func (r *AccessReconciler) applyIfChanged(ctx context.Context, desired, current 
 	case err != nil && !apierrors.IsNotFound(err):
 		return fmt.Errorf("reading %s: %w", describe(desired), err)
 	}
+	return r.serverSideApply(ctx, desired)
+}
+
+// serverSideApply applies desired as the operator's field manager, taking over
+// fields others changed.
+func (r *AccessReconciler) serverSideApply(ctx context.Context, desired client.Object) error {
 	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(desired)
 	if err != nil {
 		return err

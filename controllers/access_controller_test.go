@@ -1,8 +1,12 @@
 package controllers_test
 
 import (
+	"strings"
+
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -147,6 +151,93 @@ var _ = Describe("Access", func() {
 		Expect(admin.Delete(ctx, older)).To(Succeed())
 		expectCondition(newer.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
 		Eventually(canCreateDeployments(user, "dup-co-web")).Should(BeTrue())
+	})
+
+	It("makes anew a project binding that a customer's Admin re-made with another role, and still removes members", func() {
+		const eve, bob = "eve-rb@example.com", "bob-rb@example.com"
+		createCustomer("rebind-co", "Rebind Co")
+		createProject("rebind-co-web", "rebind-co")
+		eveM := createMembership(newMembership("rebind-co-eve", "rebind-co", eve, v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		Eventually(canCreateDeployments(eve, "rebind-co-web")).Should(BeTrue())
+
+		By("letting the Admin make, before there are Viewers, the Viewer binding's name bound to edit (RBAC allows it)")
+		var adminBinding rbacv1.RoleBinding
+		Expect(admin.Get(ctx, types.NamespacedName{Namespace: "rebind-co-web", Name: "customer-operator:rebind-co:admin"}, &adminBinding)).To(Succeed())
+		Expect(adminBinding.Subjects).To(HaveLen(1))
+		bobSubject := adminBinding.Subjects[0]
+		bobSubject.Name = strings.Replace(bobSubject.Name, eve, bob, 1)
+		key := types.NamespacedName{Namespace: "rebind-co-web", Name: "customer-operator:rebind-co:view"}
+		Expect(clientAs(eve).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+			Subjects:   []rbacv1.Subject{bobSubject},
+		})).To(Succeed())
+		Eventually(canCreateDeployments(bob, "rebind-co-web")).Should(BeTrue(), "the precondition: bob may edit through it")
+
+		By("adding a Viewer: the binding of that name is deleted and made anew with its role (roleRef cannot be updated)")
+		createMembership(newMembership("rebind-co-bob", "rebind-co", bob, v1alpha1.RoleViewer, v1alpha1.InvitationNone))
+		Eventually(func(g Gomega) {
+			var rb rbacv1.RoleBinding
+			g.Expect(admin.Get(ctx, key, &rb)).To(Succeed())
+			g.Expect(rb.RoleRef.Name).To(Equal("view"))
+			g.Expect(rb.Labels).To(HaveKeyWithValue(v1alpha1.CustomerLabel, "rebind-co"))
+		}).Should(Succeed())
+		Eventually(canCreateDeployments(bob, "rebind-co-web")).Should(BeFalse())
+		Expect(canGetPods(bob, "rebind-co-web")()).To(BeTrue())
+
+		By("revoking the Admin's access when her membership is deleted")
+		Expect(admin.Delete(ctx, eveM)).To(Succeed())
+		Eventually(canCreateDeployments(eve, "rebind-co-web")).Should(BeFalse())
+		Eventually(func() bool { return canI(eve, "get", v1alpha1.GroupName, "customers", "", "rebind-co") }).Should(BeFalse())
+		Eventually(func() bool { return canI(eve, "create", "", "namespaces", "", "") }).Should(BeFalse())
+	})
+
+	It("never binds members in a system namespace, even one labelled for the customer before the policy existed", func() {
+		const user = "sid@example.com"
+		createCustomer("sysns-co", "Sysns Co")
+		createMembership(newMembership("sysns-co-sid", "sysns-co", user, v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+
+		By("labelling kube-public for the customer while the no-system-projects policy is not bound")
+		binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{}
+		Expect(admin.Get(ctx, types.NamespacedName{Name: "customer-operator-no-system-projects"}, binding)).To(Succeed())
+		Expect(admin.Delete(ctx, binding)).To(Succeed())
+		DeferCleanup(func() {
+			restored := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+				ObjectMeta: metav1.ObjectMeta{Name: binding.Name, Labels: binding.Labels},
+				Spec:       binding.Spec,
+			}
+			Expect(admin.Create(ctx, restored)).To(Succeed())
+			// The API server loads policies asynchronously: wait until it refuses
+			// the label again, so that later specs see the policy.
+			Eventually(func() error {
+				return admin.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-public"}},
+					client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"customers.partnerops.io/customer":"sysns-co"}}}`)),
+					client.DryRunAll)
+			}).Should(MatchError(ContainSubstring("is a system namespace and cannot be a project")))
+		})
+		Eventually(func() error {
+			return admin.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-public"}},
+				client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"customers.partnerops.io/customer":"sysns-co"}}}`)))
+		}).Should(Succeed())
+		DeferCleanup(func() {
+			Expect(admin.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-public"}},
+				client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"customers.partnerops.io/customer":null}}}`)))).To(Succeed())
+		})
+
+		By("binding the members in the customer's real project, made after the label")
+		createProject("sysns-co-web", "sysns-co")
+		Eventually(canCreateDeployments(user, "sysns-co-web")).Should(BeTrue())
+
+		By("and in kube-public not at all")
+		Expect(canGetPods(user, "kube-public")()).To(BeFalse())
+		var rbs rbacv1.RoleBindingList
+		Expect(admin.List(ctx, &rbs, client.InNamespace("kube-public"), client.MatchingLabels{v1alpha1.CustomerLabel: "sysns-co"})).To(Succeed())
+		Expect(rbs.Items).To(BeEmpty())
+		Eventually(func(g Gomega) {
+			var c v1alpha1.Customer
+			g.Expect(admin.Get(ctx, types.NamespacedName{Name: "sysns-co"}, &c)).To(Succeed())
+			g.Expect(c.Status.Projects).To(Equal(int32(1)))
+		}).Should(Succeed())
 	})
 })
 

@@ -454,8 +454,10 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 		return fmt.Errorf("setting up the CustomerMembership controller: %w", err)
 	}
 	if err := (&controllers.AccessReconciler{
-		Client:         mgr.GetClient(),
-		UsernamePrefix: opts.UsernamePrefix,
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		UsernamePrefix:    opts.UsernamePrefix,
+		OperatorNamespace: opts.Namespace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the access controller: %w", err)
 	}
