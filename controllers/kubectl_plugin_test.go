@@ -2,6 +2,8 @@ package controllers_test
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,6 +212,51 @@ var _ = Describe("kubectl customer plugin", func() {
 		Expect(out).To(MatchRegexp(`^NAME +DISPLAY NAME +PROJECTS +MEMBERS +READY +AGE\nplug-co +Plug Company +1/3 +\d+ +True +\S+\n$`))
 		Expect(pluginOutput(asPartner, "list")).To(MatchRegexp(`(?m)^plug-co +Plug Company +1/3 `))
 		Expect(pluginOutput(asMallory, "list")).To(Equal("mallory@plug.example is a member of no customer.\n"))
+
+		By("finding alice's projects when a RoleBinding to view in default makes the rules review offer a namespace list that RBAC refuses")
+		inDefault := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "plugintest-alice-view"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: alice}},
+		}
+		Expect(admin.Create(ctx, inDefault)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, inDefault))).To(Succeed()) })
+		Eventually(func() bool { return canI(alice, "list", "", "namespaces", "default", "") }).Should(BeTrue())
+		Expect(apierrors.IsForbidden(aliceClient.List(ctx, &corev1.NamespaceList{}))).To(BeTrue())
+		out = pluginOutput(asAlice, "status", "plug-co")
+		Expect(out).To(MatchRegexp(`(?m)^Projects: +1 of 3 used \(CustomerQuota "plug-co"\): plug-co-web$`))
+
+		By("showing alice a message whose acknowledgement name dora took first, and acknowledging it under another name")
+		second := msgMessage("plug-co-notice-2", "plug-co", v1alpha1.AllMustRead, v1alpha1.RoleEditor, v1alpha1.RoleAdmin)
+		Expect(partnerClient.Create(ctx, second)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, second))).To(Succeed()) })
+		msgEventually(second.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(BeNumerically(">=", 2))
+		})
+		sum := sha256.Sum256([]byte(alice))
+		squatted := msgAck(second.Name+"-"+hex.EncodeToString(sum[:])[:10], second.Name, dora)
+		asDoraClient := clientAs(dora)
+		Eventually(func() error { return asDoraClient.Create(ctx, squatted) }).Should(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, squatted))).To(Succeed()) })
+		Eventually(func() string { return pluginOutput(asAlice, "inbox") }).Should(MatchRegexp(`(?m)^plug-co-notice-2 +plug-co `))
+		Expect(pluginOutput(asAlice, "ack", second.Name)).To(HavePrefix(
+			`Acknowledged CustomerMessage "plug-co-notice-2" as alice@plug.example (MessageAcknowledgement "plug-co-notice-2-`))
+
+		By("inviting under a hashed name when the readable one is another customer's: plug + co-carol@ spells plug-co + carol@")
+		createCustomer("plug", "Plug")
+		DeferCleanup(func() {
+			var list v1alpha1.CustomerMembershipList
+			Expect(admin.List(ctx, &list)).To(Succeed())
+			for i := range list.Items {
+				if list.Items[i].Spec.Customer == "plug" {
+					Expect(client.IgnoreNotFound(admin.Delete(ctx, &list.Items[i]))).To(Succeed())
+				}
+			}
+		})
+		Expect(pluginOutput(asPartner, "invite", "plug", "co-carol@plug.example", "--role", "Viewer")).To(MatchRegexp(
+			`^Invited co-carol@plug\.example to customer "plug" as Viewer \(CustomerMembership "plug-[0-9a-f]{16}"\)`))
+		_, _, err = runPlugin(asPartner, "invite", "plug", "co-carol@plug.example", "--role", "Viewer")
+		Expect(err).To(MatchError(ContainSubstring(`already has a membership for this e-mail`)), "the same person twice is still refused")
 	})
 
 	It("runs as `kubectl customer` from PATH, and tells the second SingleRead reader who resolved it", func() {

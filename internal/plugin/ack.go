@@ -39,14 +39,16 @@ func (o *Options) runAck(ctx context.Context, message string) error {
 		return err
 	}
 	ack := newAcknowledgement(message, me.Username)
-	err = c.Create(ctx, ack, client.FieldOwner(fieldManager))
-	if apierrors.IsAlreadyExists(err) {
-		// Admission refuses a second acknowledgement by the same user before storage
-		// sees the name, so the name is someone else's: take a generated one.
-		ack = newAcknowledgement(message, me.Username)
+	// Admission refuses a second acknowledgement by the same user before storage
+	// sees the name, so AlreadyExists means the name is someone else's: take a
+	// generated one then. Asked with a dry run first, because admission reserves
+	// the user's acknowledgement when it admits a create, and a create refused by
+	// storage after that would hold the generated name's create until the
+	// reservation lapses.
+	if err := c.Create(ctx, ack.DeepCopy(), client.DryRunAll, client.FieldOwner(fieldManager)); apierrors.IsAlreadyExists(err) {
 		ack.GenerateName, ack.Name = ack.Name+"-", ""
-		err = c.Create(ctx, ack, client.FieldOwner(fieldManager))
 	}
+	err = c.Create(ctx, ack, client.FieldOwner(fieldManager))
 	if err != nil {
 		if apierrors.IsForbidden(err) && isAdmissionDenial(err) && alreadyAcknowledged(ctx, c, message, me.Username) {
 			fmt.Fprintf(o.Out, "You already acknowledged CustomerMessage %q.\n", message)

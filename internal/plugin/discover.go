@@ -78,10 +78,17 @@ func readable[T any, P interface {
 	}
 	if a.list {
 		items, err := list()
-		if err != nil {
+		if err == nil {
+			return items, nil
+		}
+		if !apierrors.IsForbidden(err) {
 			return nil, fmt.Errorf("listing %ss: %w", kind, err)
 		}
-		return items, nil
+		// RBAC refused the list the review suggested: the review was incomplete
+		// (an authorizer that cannot enumerate its rules, as on some managed
+		// clusters), or the rule came from a RoleBinding in rulesNamespace (view
+		// there lists namespaces), which does not reach a cluster-wide list. What
+		// the review named is still readable by name.
 	}
 	var out []T
 	for _, name := range sets.List(a.names) {

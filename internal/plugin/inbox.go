@@ -105,13 +105,13 @@ func (o *Options) runInbox(ctx context.Context, showBody bool) error {
 // mayAcknowledge asks admission whether user may acknowledge m now, with a dry-run
 // create that stores and reserves nothing. An admission denial means "not for you"
 // (not a recipient, already acknowledged, resolved); other errors are returned.
+// AlreadyExists comes from storage, after admission said yes: someone else's
+// acknowledgement has the name (ack then takes a generated one), so it is for you.
 func mayAcknowledge(ctx context.Context, c client.Client, m *v1alpha1.CustomerMessage, user string) (bool, error) {
 	err := c.Create(ctx, newAcknowledgement(m.Name, user), client.DryRunAll, client.FieldOwner(fieldManager))
 	switch {
-	case err == nil:
+	case err == nil, apierrors.IsAlreadyExists(err):
 		return true, nil
-	case apierrors.IsAlreadyExists(err):
-		return false, nil
 	case apierrors.IsForbidden(err) && isAdmissionDenial(err):
 		return false, nil
 	}

@@ -90,7 +90,7 @@ func (o *Options) runAddMyself(ctx context.Context, customer string, role v1alph
 	m := newMembership(customer, email, role)
 	m.Spec.Username = me.Username
 	m.Spec.Invitation = v1alpha1.InvitationNone
-	if err := c.Create(ctx, m, client.FieldOwner(fieldManager)); err != nil {
+	if err := createMembership(ctx, c, m); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("cannot add you to customer %q: %s has CustomerMembership %q already (one per address and customer)",
 				customer, email, m.Name)
@@ -115,7 +115,7 @@ func (o *Options) runInvite(ctx context.Context, customer, email string, role v1
 		return err
 	}
 	m := newMembership(customer, email, role)
-	if err := c.Create(ctx, m, client.FieldOwner(fieldManager)); err != nil {
+	if err := createMembership(ctx, c, m); err != nil {
 		what := fmt.Sprintf("invite %q to customer %q", email, customer)
 		if apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("cannot %s: the address has CustomerMembership %q already (one per address and customer); "+
@@ -154,14 +154,40 @@ func newMembership(customer, email string, role v1alpha1.Role) *v1alpha1.Custome
 	}
 }
 
-// membershipName is "<customer>-<local>-at-<domain>" when that is a valid, lossless
-// object name, else "<customer>-" and a hash of the e-mail.
+// membershipName is "<customer>-<local>-at-<domain>" when that is a valid object
+// name, else hashedMembershipName.
 func membershipName(customer, email string) string {
 	local, domain, _ := strings.Cut(email, "@")
 	name := customer + "-" + local + "-at-" + domain
 	if len(utilvalidation.IsDNS1123Subdomain(name)) == 0 {
 		return name
 	}
+	return hashedMembershipName(customer, email)
+}
+
+// hashedMembershipName is "<customer>-" and a hash of the e-mail. The hash is hex,
+// so it cannot be read as part of a longer customer name.
+func hashedMembershipName(customer, email string) string {
 	sum := sha256.Sum256([]byte(email))
 	return customer + "-" + hex.EncodeToString(sum[:])[:16]
+}
+
+// createMembership creates m under its readable name or, when that name is taken by
+// the membership of another customer or address, under the hashed one: readable
+// names are not unique ("acme" with eu-bob@x.io and "acme-eu" with bob@x.io both
+// spell acme-eu-bob-at-x.io). An AlreadyExists error is returned as it is when the
+// name holds this very customer and address (admission refuses that as a duplicate
+// first, unless it has not seen the membership yet).
+func createMembership(ctx context.Context, c client.Client, m *v1alpha1.CustomerMembership) error {
+	err := c.Create(ctx, m, client.FieldOwner(fieldManager))
+	if !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	existing := &v1alpha1.CustomerMembership{}
+	if getErr := c.Get(ctx, client.ObjectKeyFromObject(m), existing); getErr == nil &&
+		existing.Spec.Customer == m.Spec.Customer && strings.EqualFold(existing.Spec.Email, m.Spec.Email) {
+		return err
+	}
+	m.Name = hashedMembershipName(string(m.Spec.Customer), m.Spec.Email)
+	return c.Create(ctx, m, client.FieldOwner(fieldManager))
 }
