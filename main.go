@@ -58,6 +58,14 @@ func main() {
 		"The address the invitation portal binds to.")
 	flag.StringVar(&opts.PortalURL, "portal-url", opts.PortalURL,
 		"The portal's external URL: invitation links are <portal-url>/invitations/<token>.")
+	flag.Func("portal-trusted-proxies",
+		"Comma-separated CIDRs or addresses of the reverse proxies (the ingress controller's pods) in front of the portal: "+
+			"behind them the portal rate-limits the client X-Forwarded-For names, not the proxy. Empty: the TCP peer is the client.",
+		func(value string) error {
+			proxies, err := operator.ParseTrustedProxies(value)
+			opts.PortalTrustedProxies = append(opts.PortalTrustedProxies, proxies...)
+			return err
+		})
 	flag.DurationVar(&opts.InvitationTTL, "invitation-ttl", opts.InvitationTTL, "How long an invitation link works.")
 	var defaultMax int
 	flag.IntVar(&defaultMax, "default-max-projects", int(opts.DefaultMaxProjects),
@@ -83,6 +91,11 @@ func main() {
 		os.Exit(2)
 	}
 	setupLog.Info("Go memory limit", "bytes", softLimit, "from", why)
+	if len(opts.PortalTrustedProxies) == 0 {
+		setupLog.Info("The portal rate-limits by TCP peer: behind an ingress, set --portal-trusted-proxies, or every user shares the ingress's limit")
+	} else {
+		setupLog.Info("The portal rate-limits by the X-Forwarded-For client behind trusted proxies", "proxies", opts.PortalTrustedProxies)
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

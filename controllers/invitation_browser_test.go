@@ -67,6 +67,34 @@ func httpGet(url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// portalGetFrom fetches a portal page as a proxy on loopback would forward it for
+// client, and returns the status code.
+func portalGetFrom(client, path string) int {
+	GinkgoHelper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, managerOptions.PortalURL+path, nil)
+	Expect(err).NotTo(HaveOccurred())
+	req.Header.Set("X-Forwarded-For", client)
+	resp, err := http.DefaultClient.Do(req)
+	Expect(err).NotTo(HaveOccurred())
+	_, _ = io.Copy(io.Discard, resp.Body)
+	Expect(resp.Body.Close()).To(Succeed())
+	return resp.StatusCode
+}
+
+var _ = Describe("Invitation portal behind a proxy", func() {
+	It("rate-limits each client X-Forwarded-For names (--portal-trusted-proxies), not the proxy they share", func() {
+		By("guessing tokens as one client until the portal refuses it")
+		Eventually(func() int { return portalGetFrom("203.0.113.7", "/invitations/guess") }).
+			WithPolling(10 * time.Millisecond).Should(Equal(http.StatusTooManyRequests))
+		Expect(portalGetFrom("203.0.113.7", "/invitations/guess")).To(Equal(http.StatusTooManyRequests))
+
+		By("still answering another client behind the same proxy")
+		Expect(portalGetFrom("203.0.113.8", "/invitations/guess")).To(Equal(http.StatusNotFound))
+		Expect(portalGetFrom("198.51.100.1, 203.0.113.9", "/invitations/guess")).To(Equal(http.StatusNotFound),
+			"the right-most untrusted hop is the client")
+	})
+})
+
 var _ = Describe("Invitation acceptance", func() {
 	It("opens the link from the e-mail in a browser, accepts, and the user gets access", func() {
 		const user = "kim@example.com"

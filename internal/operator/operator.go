@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -97,6 +98,10 @@ type Options struct {
 	// them (the base of invitation links).
 	PortalBindAddress string
 	PortalURL         string
+	// PortalTrustedProxies are the reverse proxies (the ingress controller) whose
+	// X-Forwarded-For names the client the portal rate-limits; without them every
+	// client behind the proxy shares the proxy's limit.
+	PortalTrustedProxies []netip.Prefix
 
 	// InvitationTTL is how long an invitation link works.
 	InvitationTTL time.Duration
@@ -464,10 +469,11 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 
 	// The acceptance page, on its own listener, on every replica.
 	server, err := portal.New(portal.Options{
-		BindAddress: opts.PortalBindAddress,
-		Key:         key,
-		Store:       &portal.ClientStore{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
-		Clock:       opts.Clock,
+		BindAddress:    opts.PortalBindAddress,
+		Key:            key,
+		Store:          &portal.ClientStore{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()},
+		Clock:          opts.Clock,
+		TrustedProxies: opts.PortalTrustedProxies,
 	})
 	if err != nil {
 		return err
@@ -510,3 +516,25 @@ func (c closeOnStop) Start(ctx context.Context) error {
 }
 
 func (closeOnStop) NeedLeaderElection() bool { return false }
+
+// ParseTrustedProxies reads --portal-trusted-proxies: comma-separated CIDRs or
+// single addresses (a /32 or /128).
+func ParseTrustedProxies(value string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range strings.Split(value, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if prefix, err := netip.ParsePrefix(item); err == nil {
+			out = append(out, prefix.Masked())
+			continue
+		}
+		addr, err := netip.ParseAddr(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR (10.0.0.0/8) nor an IP address", item)
+		}
+		out = append(out, netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+	}
+	return out, nil
+}

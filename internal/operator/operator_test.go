@@ -3,6 +3,7 @@ package operator
 import (
 	"testing"
 
+	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -65,4 +66,22 @@ func TestStripForCache(t *testing.T) {
 	if out, err := stripForCache("tombstone"); err != nil || out != "tombstone" {
 		t.Errorf("got %v, %v", out, err)
 	}
+}
+
+func TestParseTrustedProxies(t *testing.T) {
+	g := NewWithT(t)
+	got, err := ParseTrustedProxies(" 10.0.0.0/8, 192.168.1.7 ,::ffff:172.16.0.1,2001:db8::/32,10.1.2.3/16,")
+	g.Expect(err).NotTo(HaveOccurred())
+	var texts []string
+	for _, p := range got {
+		texts = append(texts, p.String())
+	}
+	g.Expect(texts).To(Equal([]string{"10.0.0.0/8", "192.168.1.7/32", "172.16.0.1/32", "2001:db8::/32", "10.1.0.0/16"}))
+
+	got, err = ParseTrustedProxies("")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(BeEmpty())
+
+	_, err = ParseTrustedProxies("10.0.0.0/8,ingress-nginx")
+	g.Expect(err).To(MatchError(`"ingress-nginx" is neither a CIDR (10.0.0.0/8) nor an IP address`))
 }
