@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -45,16 +44,13 @@ func accessMember(name, email string, role v1alpha1.Role) *v1alpha1.CustomerMemb
 func TestAccessFailedProjectBindingStillRemovesAndAddsNothing(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	scheme := runtime.NewScheme()
-	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	g.Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
 
 	project := func(name string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: "acme"}}}
 	}
 	eve := accessMember("acme-eve", "eve@example.com", v1alpha1.RoleAdmin)
 	bob := accessMember("acme-bob", "bob@example.com", v1alpha1.RoleViewer)
-	builder := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+	builder := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(
 		&v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "acme"}},
 		project("acme-web"), project("acme-api"), eve, bob)
 	g.Expect(SetupIndexes(ctx, builderIndexer{builder})).To(Succeed())

@@ -72,9 +72,11 @@ func (r *CustomerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 	// The finalizer goes on before anything else, so that nothing the operator makes
 	// for the customer can outlive it.
 	if customer.DeletionTimestamp.IsZero() && !controllerutil.ContainsFinalizer(customer, v1alpha1.CustomerFinalizer) {
-		patch := client.MergeFrom(customer.DeepCopy())
-		controllerutil.AddFinalizer(customer, v1alpha1.CustomerFinalizer)
-		if err := r.Patch(ctx, customer, patch); err != nil {
+		err := r.patchFinalizers(ctx, customer, func() { controllerutil.AddFinalizer(customer, v1alpha1.CustomerFinalizer) })
+		if apierrors.IsConflict(err) {
+			return ctrl.Result{}, nil
+		}
+		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
 		}
 	}
@@ -169,13 +171,26 @@ func (r *CustomerReconciler) reconcileDelete(ctx context.Context, customer *v1al
 		return ctrl.Result{}, err
 	}
 
-	patch := client.MergeFrom(customer.DeepCopy())
-	controllerutil.RemoveFinalizer(customer, v1alpha1.CustomerFinalizer)
-	if err := r.Patch(ctx, customer, patch); err != nil {
+	err = r.patchFinalizers(ctx, customer, func() { controllerutil.RemoveFinalizer(customer, v1alpha1.CustomerFinalizer) })
+	if apierrors.IsConflict(err) {
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	log.FromContext(ctx).Info("Customer deleted; removed the operator's RBAC for it")
 	return ctrl.Result{}, nil
+}
+
+// patchFinalizers writes the change mutate makes to customer's finalizers. A merge
+// patch replaces the whole list, so it goes under the optimistic lock: a finalizer
+// someone added since the cache's copy (foregroundDeletion, another tool's) must
+// not be dropped. On a conflict the caller stops: the newer version's watch event
+// brings the customer back.
+func (r *CustomerReconciler) patchFinalizers(ctx context.Context, customer *v1alpha1.Customer, mutate func()) error {
+	base := customer.DeepCopy()
+	mutate()
+	return r.Patch(ctx, customer, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 }
 
 // projects lists the customer's project namespaces, terminating ones included.

@@ -10,9 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -52,9 +50,7 @@ type harness struct {
 
 func newHarness(t *testing.T, m *v1alpha1.CustomerMembership, funcs *interceptor.Funcs) *harness {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	NewWithT(t).Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	NewWithT(t).Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	scheme := unitScheme(t)
 	customer := &v1alpha1.Customer{
 		ObjectMeta: metav1.ObjectMeta{Name: "acme"},
 		Spec:       v1alpha1.CustomerSpec{Identifier: "acme", DisplayName: "Acme & Co"},
