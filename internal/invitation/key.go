@@ -27,8 +27,9 @@ const (
 //
 // Pass an uncached client (the manager's cache is not running yet at start-up, and
 // caching Secrets would need list/watch on them); it needs get and create on
-// Secrets in that namespace. Deleting the Secret rotates the
-// key: every outstanding link stops working, and a resend-invitation makes new ones.
+// Secrets in that namespace. The key is read once, at start-up: rotating it is
+// deleting the Secret and then restarting every replica (docs/operations.md), after
+// which every outstanding link stops working and a resend-invitation makes new ones.
 func EnsureKey(ctx context.Context, c client.Client, namespace, name string) ([]byte, error) {
 	key, err := readKey(ctx, c, namespace, name)
 	if err == nil || !apierrors.IsNotFound(err) {

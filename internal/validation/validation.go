@@ -238,7 +238,7 @@ func validateText(s string, path *field.Path, maxLen int) field.ErrorList {
 	case strings.TrimSpace(s) == "":
 		return field.ErrorList{field.Required(path, "must not be empty")}
 	case len([]rune(s)) > maxLen:
-		return field.ErrorList{field.TooLong(path, "", maxLen)}
+		return field.ErrorList{field.TooLongCharacters(path, s, maxLen)}
 	}
 	return nil
 }

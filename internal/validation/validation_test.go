@@ -208,3 +208,9 @@ func TestValidateAcknowledgement(t *testing.T) {
 	g.Expect(fields(ValidateAcknowledgementUpdate(ack, other))).To(Equal([]string{
 		"FieldValueInvalid spec.message", "FieldValueInvalid spec.message", "FieldValueInvalid spec.user"}))
 }
+
+// Texts are limited in characters (runes), and the denial says so.
+func TestTextLimitSaysCharacters(t *testing.T) {
+	errs := validateText(strings.Repeat("é", MaxTitle+1), field.NewPath("spec", "title"), MaxTitle)
+	NewWithT(t).Expect(errs.ToAggregate()).To(MatchError(`spec.title: Too long: may not be more than 200 characters`))
+}
