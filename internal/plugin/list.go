@@ -7,7 +7,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 )
@@ -47,6 +49,10 @@ func (o *Options) runList(ctx context.Context) error {
 	}
 	sort.Slice(customers, func(i, j int) bool { return customers[i].Name < customers[j].Name })
 	if len(customers) == 0 {
+		if mayListCustomers(ctx, c) {
+			_, err := fmt.Fprintln(o.Out, "There are no customers yet.")
+			return err
+		}
 		_, err := fmt.Fprintf(o.Out, "%s is a member of no customer.\n", me.Username)
 		return err
 	}
@@ -64,4 +70,13 @@ func (o *Options) runList(ctx context.Context) error {
 			cu.Status.Projects, cu.Status.MaxProjects, cu.Status.Members, ready, age(cu.CreationTimestamp))
 	}
 	return w.Flush()
+}
+
+// mayListCustomers reports whether the user may list every customer (a partner),
+// so that an empty list means there are none, not that the user belongs to none.
+func mayListCustomers(ctx context.Context, c client.Client) bool {
+	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: "list", Group: v1alpha1.GroupName, Resource: "customers"},
+	}}
+	return c.Create(ctx, review) == nil && review.Status.Allowed
 }

@@ -150,3 +150,45 @@ func TestReadableFallsBackToNamesWhenTheListIsRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestMemberState(t *testing.T) {
+	member := func(mode v1alpha1.InvitationMode, accepted bool, conditions ...metav1.Condition) *v1alpha1.CustomerMembership {
+		m := &v1alpha1.CustomerMembership{Spec: v1alpha1.CustomerMembershipSpec{Customer: "acme", Email: "a@example.com", Invitation: mode}}
+		if accepted {
+			m.Status.AcceptedTime = &metav1.Time{}
+		}
+		m.Status.Conditions = conditions
+		return m
+	}
+	cond := func(conditionType string, status metav1.ConditionStatus, reason string) metav1.Condition {
+		return metav1.Condition{Type: conditionType, Status: status, Reason: reason}
+	}
+	for want, m := range map[string]*v1alpha1.CustomerMembership{
+		"active":  member(v1alpha1.InvitationNone, false, cond(v1alpha1.AcceptedCondition, metav1.ConditionTrue, v1alpha1.AddedDirectlyReason)),
+		"invited": member(v1alpha1.InvitationEmail, false, cond(v1alpha1.AcceptedCondition, metav1.ConditionFalse, v1alpha1.AwaitingAcceptanceReason)),
+		"invitation expired": member(v1alpha1.InvitationEmail, false,
+			cond(v1alpha1.AcceptedCondition, metav1.ConditionFalse, v1alpha1.InvitationExpiredReason)),
+		"duplicate, grants nothing": member(v1alpha1.InvitationNone, true,
+			cond(v1alpha1.AcceptedCondition, metav1.ConditionTrue, v1alpha1.AddedDirectlyReason),
+			cond(v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.DuplicateReason)),
+	} {
+		NewWithT(t).Expect(memberState(m)).To(Equal(want))
+	}
+	accepted := member(v1alpha1.InvitationEmail, true, cond(v1alpha1.AcceptedCondition, metav1.ConditionTrue, v1alpha1.AcceptedReason))
+	NewWithT(t).Expect(memberState(accepted)).To(Equal("active"))
+}
+
+func TestMayListCustomersAsksForListOfCustomers(t *testing.T) {
+	for _, partner := range []bool{true, false} {
+		c := fake.NewClientBuilder().WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(_ context.Context, _ client.WithWatch, obj client.Object, _ ...client.CreateOption) error {
+				review := obj.(*authorizationv1.SelfSubjectAccessReview)
+				attrs := review.Spec.ResourceAttributes
+				review.Status.Allowed = partner && attrs.Verb == "list" && attrs.Group == v1alpha1.GroupName &&
+					attrs.Resource == "customers" && attrs.Name == "" && attrs.Namespace == ""
+				return nil
+			},
+		}).Build()
+		NewWithT(t).Expect(mayListCustomers(context.Background(), c)).To(Equal(partner))
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/members"
 	"github.com/partnerops/customer-operator/internal/messages"
 )
 
@@ -117,12 +118,9 @@ func membersLine(ctx context.Context, c client.Client, customer *v1alpha1.Custom
 		return line
 	}
 	var names []string
-	for _, m := range list {
-		state := "invited"
-		if apimeta.IsStatusConditionTrue(m.Status.Conditions, v1alpha1.AcceptedCondition) {
-			state = "active"
-		}
-		names = append(names, fmt.Sprintf("%s (%s, %s)", m.Spec.Email, m.Spec.Role, state))
+	for i := range list {
+		m := &list[i]
+		names = append(names, fmt.Sprintf("%s (%s, %s)", m.Spec.Email, m.Spec.Role, memberState(m)))
 	}
 	sort.Strings(names)
 	if len(names) > 0 {
@@ -141,4 +139,21 @@ func readySummary(conditions []metav1.Condition) string {
 		return "True"
 	}
 	return fmt.Sprintf("%s (%s: %s)", ready.Status, ready.Reason, ready.Message)
+}
+
+// memberState is what a membership gives its person now, in the words of its
+// conditions: a duplicate grants nothing even if accepted, and an invitation that
+// expired is no longer waiting.
+func memberState(m *v1alpha1.CustomerMembership) string {
+	ready := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition)
+	accepted := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.AcceptedCondition)
+	switch {
+	case ready != nil && ready.Reason == v1alpha1.DuplicateReason:
+		return "duplicate, grants nothing"
+	case members.IsActive(m):
+		return "active"
+	case accepted != nil && accepted.Reason == v1alpha1.InvitationExpiredReason:
+		return "invitation expired"
+	}
+	return "invited"
 }
