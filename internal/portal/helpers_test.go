@@ -63,10 +63,14 @@ func tokenOf(m *v1alpha1.CustomerMembership, round int32) string {
 type fakeStore struct {
 	mu          sync.Mutex
 	memberships map[types.UID]*v1alpha1.CustomerMembership
-	customers   map[string]*v1alpha1.Customer
-	err         error  // returned by every call when set
-	panicWith   string // panics in Membership when set
-	accepts     int
+	// cached, when set, is what Membership (the cache) returns instead of
+	// memberships (the API server, FreshMembership): a cache that is behind.
+	cached     map[types.UID]*v1alpha1.CustomerMembership
+	freshReads int
+	customers  map[string]*v1alpha1.Customer
+	err        error  // returned by every call when set
+	panicWith  string // panics in Membership when set
+	accepts    int
 }
 
 func newFakeStore(objs ...any) *fakeStore {
@@ -90,6 +94,24 @@ func (s *fakeStore) Membership(_ context.Context, name string, uid types.UID) (*
 	if s.panicWith != "" {
 		panic(s.panicWith)
 	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	view := s.memberships
+	if s.cached != nil {
+		view = s.cached
+	}
+	m, ok := view[uid]
+	if !ok || m.Name != name {
+		return nil, ErrNotFound
+	}
+	return m.DeepCopy(), nil
+}
+
+func (s *fakeStore) FreshMembership(_ context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.freshReads++
 	if s.err != nil {
 		return nil, s.err
 	}

@@ -257,10 +257,20 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 // that the token may still be used.
 func (s *Server) lookup(ctx context.Context, claim invitation.Claim, now time.Time) (*v1alpha1.CustomerMembership, *v1alpha1.Customer, error) {
 	m, err := s.store.Membership(ctx, claim.Name, claim.UID)
-	if err != nil {
-		return nil, nil, err
+	if err == nil {
+		err = CheckInvitation(m, claim.Round, now)
 	}
-	if err := CheckInvitation(m, claim.Round, now); err != nil {
+	if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotInvited) {
+		// The MAC is valid, so the operator signed this link; a cache behind the
+		// newest round (written to status just before the mail) or the membership
+		// itself (a replica just started) must not make it look forged. The API
+		// server decides.
+		m, err = s.store.FreshMembership(ctx, claim.Name, claim.UID)
+		if err == nil {
+			err = CheckInvitation(m, claim.Round, now)
+		}
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	customer, err := s.store.Customer(ctx, string(m.Spec.Customer))

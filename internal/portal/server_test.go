@@ -19,6 +19,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -105,6 +106,31 @@ func TestAcceptInvitation(t *testing.T) {
 	g.Expect(h1(again.body)).To(Equal("This invitation was already accepted"))
 	g.Expect(p.get(token).code).To(Equal(http.StatusConflict))
 	g.Expect(p.store.accepts).To(Equal(1))
+}
+
+// A link of a round the cache has not seen yet (the mail can outrun the watch), or
+// of a membership the cache does not hold yet, opens: a valid MAC sends the portal
+// to the API server before it refuses. A forged token never gets that far.
+func TestLinkNewerThanTheCacheIsCheckedUncached(t *testing.T) {
+	g := NewWithT(t)
+	store := newFakeStore(testMembership(), testCustomer())
+	behind := testMembership()
+	behind.Status.Invitation.Round = 1
+	store.cached = map[types.UID]*v1alpha1.CustomerMembership{testUID: behind}
+	p := newTestPortal(t, store)
+
+	g.Expect(p.get(tokenOf(testMembership(), 2)).code).To(Equal(http.StatusOK))
+	g.Expect(store.freshReads).To(Equal(1))
+
+	store.cached = map[types.UID]*v1alpha1.CustomerMembership{}
+	g.Expect(p.post(tokenOf(testMembership(), 2)).code).To(Equal(http.StatusOK))
+	g.Expect(store.freshReads).To(Equal(2))
+
+	store.cached = nil // caught up
+	g.Expect(p.get(tokenOf(testMembership(), 2)).code).To(Equal(http.StatusConflict), "accepted: single use")
+	g.Expect(store.freshReads).To(Equal(2), "answers the cache can give cost no uncached read")
+	g.Expect(p.get("not-a-token").code).To(Equal(http.StatusNotFound))
+	g.Expect(store.freshReads).To(Equal(2), "a token without a valid MAC never reaches the API server")
 }
 
 func TestAcceptedPageForAdmins(t *testing.T) {

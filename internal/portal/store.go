@@ -36,6 +36,8 @@ type Store interface {
 	// Membership returns the membership with the name, or ErrNotFound when there is
 	// none or its UID is not uid (deleted and created again under the same name).
 	Membership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error)
+	// FreshMembership is Membership read from the API server, not a cache.
+	FreshMembership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error)
 	// Customer returns the customer with the name, or ErrNotFound.
 	Customer(ctx context.Context, name string) (*v1alpha1.Customer, error)
 	// Accept records that the invitation of round was accepted at now. It must fail
@@ -82,6 +84,12 @@ type ClientStore struct {
 // Membership gets the membership by name (from the cache) and checks its UID.
 func (s *ClientStore) Membership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
 	return readMembership(ctx, s.Client, name, uid)
+}
+
+// FreshMembership gets the membership from the API server (the cache when no
+// APIReader is set) and checks its UID.
+func (s *ClientStore) FreshMembership(ctx context.Context, name string, uid types.UID) (*v1alpha1.CustomerMembership, error) {
+	return s.reread(ctx, &v1alpha1.CustomerMembership{ObjectMeta: metav1.ObjectMeta{Name: name, UID: uid}})
 }
 
 // Customer gets the customer by name.
