@@ -137,9 +137,11 @@ func (r *CustomerMessageReconciler) reconcileNormal(ctx context.Context, s *mess
 
 	msg.Status.ObservedGeneration = msg.Generation
 	if s.customer == nil {
-		if outcome.Resolved {
-			status.Set(msg, v1alpha1.ResolvedCondition, metav1.ConditionTrue, outcome.Reason, outcome.Message)
-		} else {
+		// Without a customer there are no recipients, so the policy cannot be
+		// judged: an AllMustRead message that someone acknowledged would look
+		// acknowledged by everyone, and resolution is for good. It stays as it was
+		// until the customer is back (a resolved message stays resolved).
+		if !messages.IsResolved(msg) {
 			status.Set(msg, v1alpha1.ResolvedCondition, metav1.ConditionFalse, v1alpha1.CustomerNotFoundReason,
 				fmt.Sprintf("customer %q does not exist", msg.Spec.Customer))
 		}

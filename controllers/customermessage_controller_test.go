@@ -480,6 +480,38 @@ var _ = Describe("CustomerMessage", func() {
 		Expect(kstatusOf(m)).To(Equal(status.CurrentStatus))
 	})
 
+	It("keeps an AllMustRead message open while its customer is deleted and created again", func() {
+		alice, bob := "alice@gone.example", "bob@gone.example"
+		msgCustomerWithMembers("msg-gone", msgMember("msg-gone", alice, v1alpha1.RoleAdmin), msgMember("msg-gone", bob, v1alpha1.RoleViewer))
+		Expect(admin.Create(ctx, msgMessage("msg-gone-notice", "msg-gone", v1alpha1.AllMustRead))).To(Succeed())
+		msgEventually("msg-gone-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(Equal(int32(2)))
+		})
+		Expect(msgUser(alice).Create(ctx, msgAck("msg-gone-notice-alice", "msg-gone-notice", alice))).To(Succeed())
+		msgEventually("msg-gone-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Pending).To(Equal(int32(1)))
+		})
+
+		By("deleting the customer: no recipients, but not acknowledged by all of them")
+		Expect(admin.Delete(ctx, newCustomer("msg-gone", "msg-gone"))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKey{Name: "msg-gone"}, &v1alpha1.Customer{}))
+		}).Should(BeTrue())
+		m := msgEventually("msg-gone-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(readyCondition(m).Reason).To(Equal(v1alpha1.CustomerNotFoundReason))
+		})
+		Expect(msgCondition(m, v1alpha1.ResolvedCondition).Status).To(Equal(metav1.ConditionFalse))
+		Expect(msgCondition(m, v1alpha1.ResolvedCondition).Reason).To(Equal(v1alpha1.CustomerNotFoundReason))
+
+		By("waiting for bob again once the customer is back")
+		Expect(admin.Create(ctx, newCustomer("msg-gone", "msg-gone"))).To(Succeed())
+		m = msgEventually("msg-gone-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(readyCondition(m).Status).To(Equal(metav1.ConditionTrue))
+		})
+		Expect(m.Status.Pending).To(Equal(int32(1)))
+		Expect(msgCondition(m, v1alpha1.ResolvedCondition).Message).To(Equal("1 of 2 recipient(s) have not acknowledged yet"))
+	})
+
 	It("releases a reservation whose acknowledgement never appeared once it expires", func() {
 		msgCustomerWithMembers("msg-lapse", msgMember("msg-lapse", "erin@lapse.example", v1alpha1.RoleAdmin))
 		Expect(admin.Create(ctx, msgMessage("msg-lapse-notice", "msg-lapse", v1alpha1.SingleRead))).To(Succeed())

@@ -136,7 +136,8 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 	if err := v.Reader.List(ctx, &acks, client.MatchingFields{controllers.AcknowledgementMessageIndex: msg.Name}); err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("listing acknowledgements: %w", err))
 	}
-	if _, byUser := messages.Acknowledged(msg, acks.Items); byUser[user] != "" {
+	stored, byUser := messages.Acknowledged(msg, acks.Items)
+	if byUser[user] != "" {
 		return deny("%q already acknowledged CustomerMessage %q with MessageAcknowledgement %q; one acknowledgement per user and message",
 			user, msg.Name, byUser[user])
 	}
@@ -149,16 +150,19 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 	}
 
 	if messages.ReadPolicy(msg) == v1alpha1.SingleRead {
-		resolver := ""
+		// The first acknowledgement resolves it: one the status lists, one that is
+		// stored but not listed yet (its reservation may have lapsed while no
+		// controller ran, after a failover), or one being stored.
 		switch {
 		case len(msg.Status.AcknowledgedBy) > 0:
-			resolver = msg.Status.AcknowledgedBy[0].User
-		case len(live) > 0:
-			resolver = live[0].User
-		}
-		if resolver != "" {
 			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead); there is nothing left to acknowledge",
-				msg.Name, resolver)
+				msg.Name, msg.Status.AcknowledgedBy[0].User)
+		case len(stored) > 0:
+			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead); there is nothing left to acknowledge",
+				msg.Name, stored[0].User)
+		case len(live) > 0:
+			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead), whose acknowledgement is being stored; "+
+				"if the message is still open after %s, retry", msg.Name, live[0].User, live[0].ExpiresAt.UTC().Format(time.RFC3339))
 		}
 	}
 	if messages.IsResolved(msg) {

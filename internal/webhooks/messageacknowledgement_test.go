@@ -1,0 +1,59 @@
+package webhooks
+
+import (
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/controllers"
+)
+
+// A SingleRead message is resolved by its first stored acknowledgement even before
+// the status lists it and after its reservation lapsed (no controller ran in
+// between, as after a failover): a second reader is refused, not admitted.
+func TestSingleReadRefusesASecondReaderWhileTheFirstIsNotListedYet(t *testing.T) {
+	g := NewWithT(t)
+	scheme := runtime.NewScheme()
+	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	g.Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	published := metav1.NewTime(cmCreated.Add(time.Hour))
+	msg := &v1alpha1.CustomerMessage{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice", UID: "msg-uid", CreationTimestamp: published},
+		Spec:       v1alpha1.CustomerMessageSpec{Customer: "acme", Title: "t", Body: "b", ReadPolicy: v1alpha1.SingleRead},
+		Status: v1alpha1.CustomerMessageStatus{Reservations: []v1alpha1.AcknowledgementReservation{
+			{User: "ann@acme.test", ExpiresAt: metav1.NewTime(published.Add(time.Minute))}, // lapsed
+		}},
+	}
+	annAck := &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice-ann", CreationTimestamp: metav1.NewTime(published.Add(time.Second))},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "acme-notice", User: "ann@acme.test"},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
+		cmCustomer("acme", false), msg, annAck,
+		cmMembership("acme-ann", "acme", "ann@acme.test", v1alpha1.RoleAdmin, v1alpha1.InvitationNone),
+		cmMembership("acme-eve", "acme", "eve@acme.test", v1alpha1.RoleEditor, v1alpha1.InvitationNone),
+	).WithStatusSubresource(&v1alpha1.CustomerMessage{}).
+		WithIndex(&v1alpha1.CustomerMembership{}, controllers.MembershipCustomerIndex, func(o client.Object) []string {
+			return []string{string(o.(*v1alpha1.CustomerMembership).Spec.Customer)}
+		}).
+		WithIndex(&v1alpha1.MessageAcknowledgement{}, controllers.AcknowledgementMessageIndex, func(o client.Object) []string {
+			return []string{o.(*v1alpha1.MessageAcknowledgement).Spec.Message}
+		}).Build()
+	v := &MessageAcknowledgementValidator{Reader: c, APIReader: c, Writer: c,
+		Now: func() time.Time { return published.Add(10 * time.Minute) }}
+
+	_, err := v.ValidateCreate(cmAs("eve@acme.test", admissionv1.Create), &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice-eve"},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "acme-notice", User: "eve@acme.test"},
+	})
+	g.Expect(err).To(MatchError(ContainSubstring(
+		`CustomerMessage "acme-notice" is already resolved for everyone by "ann@acme.test" (SingleRead); there is nothing left to acknowledge`)))
+}
