@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -30,6 +31,7 @@ func NewPatcher(obj client.Object) *Patcher {
 // (someone else wrote in between) is returned, so the reconcile is retried on the
 // fresh object rather than overwriting the other writer.
 func (p *Patcher) PatchStatus(ctx context.Context, c client.Client, obj client.Object) error {
+	keepTransitionTimes(p.before, obj)
 	changed, err := statusChanged(p.before, obj)
 	if err != nil || !changed {
 		return err
@@ -40,6 +42,26 @@ func (p *Patcher) PatchStatus(ctx context.Context, c client.Client, obj client.O
 	}
 	p.before = obj.DeepCopyObject().(client.Object)
 	return nil
+}
+
+// keepTransitionTimes gives each condition whose status is still the snapshot's the
+// snapshot's lastTransitionTime: a reconcile that set a condition one way and then
+// back (Ready True, then False again when a later step failed) has not made it
+// transition, and must not write a new time on every pass.
+func keepTransitionTimes(before, after client.Object) {
+	b, ok := before.(Object)
+	a, ok2 := after.(Object)
+	if !ok || !ok2 {
+		return
+	}
+	conditions := a.GetConditions()
+	for i := range conditions {
+		old := apimeta.FindStatusCondition(b.GetConditions(), conditions[i].Type)
+		if old != nil && old.Status == conditions[i].Status {
+			conditions[i].LastTransitionTime = old.LastTransitionTime
+		}
+	}
+	a.SetConditions(conditions)
 }
 
 func statusChanged(before, after client.Object) (bool, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -101,6 +102,33 @@ func TestPatcherWritesOnlyChangedStatusWithOptimisticLock(t *testing.T) {
 	c.Status.Projects = 3
 	err := p.PatchStatus(ctx, cl, c)
 	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
+}
+
+// A pass that sets Ready True and then, when a later step fails, False again with
+// the same reason and message as stored, changes nothing: no write, and the stored
+// transition time stays.
+func TestPatcherKeepsTheTransitionTimeOfAConditionSetBack(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	c, cl, patches := storedCustomer(t, "acme", v1alpha1.CustomerStatus{})
+	first := NewPatcher(c)
+	MarkReconciling(c, v1alpha1.ReconcileErrorReason, "sending failed")
+	since := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c.Status.Conditions[0].LastTransitionTime = since
+	g.Expect(first.PatchStatus(ctx, cl, c)).To(Succeed())
+	g.Expect(*patches).To(HaveLen(1))
+	p := NewPatcher(c)
+
+	MarkReady(c, "ok")
+	MarkReconciling(c, v1alpha1.ReconcileErrorReason, "sending failed")
+	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
+	g.Expect(*patches).To(HaveLen(1), "nothing changed")
+	g.Expect(Get(c, v1alpha1.ReadyCondition).LastTransitionTime.Time).To(BeTemporally("==", since.Time))
+
+	MarkReady(c, "ok")
+	g.Expect(p.PatchStatus(ctx, cl, c)).To(Succeed())
+	g.Expect(*patches).To(HaveLen(2), "a real transition is written")
+	g.Expect(Get(c, v1alpha1.ReadyCondition).LastTransitionTime.Time).To(BeTemporally(">", since.Time))
 }
 
 func TestPatcherAlwaysWritesTheCounters(t *testing.T) {
