@@ -130,7 +130,14 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	now := r.Clock.Now()
 	if inv.Attempts > 0 && inv.LastError != "" && refusedForGood(m) {
 		// Retrying the same message cannot help; a new round (a new value of the
-		// resend annotation) resets the attempts and tries again.
+		// resend annotation) resets the attempts and tries again. Marked again so
+		// that the conditions speak of the current generation after a spec change
+		// (health tools ignore a Stalled of an older one).
+		stalled := status.Get(m, v1alpha1.StalledCondition)
+		status.MarkStalled(m, v1alpha1.SendFailedReason, stalled.Message)
+		if invited := status.Get(m, v1alpha1.InvitedCondition); invited != nil {
+			status.Set(m, v1alpha1.InvitedCondition, invited.Status, invited.Reason, invited.Message)
+		}
 		return ctrl.Result{}, true, nil
 	}
 	if inv.Attempts > 0 && inv.LastError != "" && inv.LastAttemptTime != nil {

@@ -261,6 +261,22 @@ func TestPermanentRefusalStallsUntilANewRound(t *testing.T) {
 	h.reconcile(t, "m")
 	g.Expect(h.sent).To(HaveLen(1), "a refused message is not retried")
 
+	// A spec change while stalled: the conditions speak of the new generation, so
+	// kstatus and Argo CD read Stalled (Degraded), not "waiting for the operator".
+	m = h.get(t, "m")
+	m.Spec.Role = v1alpha1.RoleViewer
+	m.Generation++
+	g.Expect(h.c.Update(context.Background(), m)).To(Succeed())
+	h.reconcile(t, "m")
+	g.Expect(h.sent).To(HaveLen(1))
+	m = h.get(t, "m")
+	g.Expect(m.Status.ObservedGeneration).To(Equal(m.Generation))
+	for _, conditionType := range []string{v1alpha1.StalledCondition, v1alpha1.ReadyCondition} {
+		c := apimeta.FindStatusCondition(m.Status.Conditions, conditionType)
+		g.Expect(c).NotTo(BeNil(), conditionType)
+		g.Expect(c.ObservedGeneration).To(Equal(m.Generation), conditionType)
+	}
+
 	m.Annotations = map[string]string{v1alpha1.ResendInvitationAnnotation: "fixed"}
 	g.Expect(h.c.Update(context.Background(), m)).To(Succeed())
 	h.reconcile(t, "m")
