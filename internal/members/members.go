@@ -33,8 +33,15 @@ func IsActive(m *v1alpha1.CustomerMembership) bool {
 	if !m.DeletionTimestamp.IsZero() {
 		return false
 	}
-	if ready := status.Get(m, v1alpha1.ReadyCondition); ready != nil && ready.Reason == v1alpha1.DuplicateReason {
+	if IsDuplicate(m) {
 		return false
 	}
 	return InvitationMode(m) == v1alpha1.InvitationNone || m.Status.AcceptedTime != nil
+}
+
+// IsDuplicate reports whether the membership was marked a duplicate: another
+// membership of the same customer and e-mail is older, and this one grants nothing.
+func IsDuplicate(m *v1alpha1.CustomerMembership) bool {
+	ready := status.Get(m, v1alpha1.ReadyCondition)
+	return ready != nil && ready.Reason == v1alpha1.DuplicateReason
 }

@@ -145,10 +145,9 @@ func readySummary(conditions []metav1.Condition) string {
 // conditions: a duplicate grants nothing even if accepted, and an invitation that
 // expired is no longer waiting.
 func memberState(m *v1alpha1.CustomerMembership) string {
-	ready := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.ReadyCondition)
 	accepted := apimeta.FindStatusCondition(m.Status.Conditions, v1alpha1.AcceptedCondition)
 	switch {
-	case ready != nil && ready.Reason == v1alpha1.DuplicateReason:
+	case members.IsDuplicate(m):
 		return "duplicate, grants nothing"
 	case members.IsActive(m):
 		return "active"

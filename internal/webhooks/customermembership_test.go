@@ -57,9 +57,7 @@ func cmCustomer(name string, deleting bool) *v1alpha1.Customer {
 
 func newMembershipValidator(t *testing.T) *CustomerMembershipValidator {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	NewWithT(t).Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	NewWithT(t).Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	scheme := testScheme(t)
 	accepted := func(m *v1alpha1.CustomerMembership) { m.Status.AcceptedTime = &cmCreated }
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(
 		cmCustomer("acme", false),
@@ -75,6 +73,20 @@ func newMembershipValidator(t *testing.T) *CustomerMembershipValidator {
 		return []string{string(o.(*v1alpha1.CustomerMembership).Spec.Customer)}
 	}).Build()
 	return &CustomerMembershipValidator{Reader: c, Partners: cmPartners{"pat@partner.test": true}, UsernamePrefix: "oidc:"}
+}
+
+// testScheme knows Kubernetes' kinds and the operator's, for the fake clients of
+// these tests.
+func testScheme(tb testing.TB) *runtime.Scheme {
+	tb.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		tb.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		tb.Fatal(err)
+	}
+	return scheme
 }
 
 func cmAs(user string, op admissionv1.Operation) context.Context {

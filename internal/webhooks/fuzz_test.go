@@ -12,7 +12,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -30,13 +29,7 @@ import (
 // body: no panic, always a well-formed AdmissionReview answer, and every refusal an
 // HTTP error code with a message. Seeds: testdata/fuzz/FuzzAdmissionReview.
 func FuzzAdmissionReview(f *testing.F) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		f.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		f.Fatal(err)
-	}
+	scheme := testScheme(f)
 	n := len(fuzzHandlers(scheme))
 	for i, seed := range admissionSeeds {
 		f.Add(uint8(i%n), []byte(seed))

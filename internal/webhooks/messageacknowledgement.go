@@ -153,13 +153,17 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 		// The first acknowledgement resolves it: one the status lists, one that is
 		// stored but not listed yet (its reservation may have lapsed while no
 		// controller ran, after a failover), or one being stored.
+		resolver := ""
 		switch {
 		case len(msg.Status.AcknowledgedBy) > 0:
-			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead); there is nothing left to acknowledge",
-				msg.Name, msg.Status.AcknowledgedBy[0].User)
+			resolver = msg.Status.AcknowledgedBy[0].User
 		case len(stored) > 0:
+			resolver = stored[0].User
+		}
+		switch {
+		case resolver != "":
 			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead); there is nothing left to acknowledge",
-				msg.Name, stored[0].User)
+				msg.Name, resolver)
 		case len(live) > 0:
 			return deny("CustomerMessage %q is already resolved for everyone by %q (SingleRead), whose acknowledgement is being stored; "+
 				"if the message is still open after %s, retry", msg.Name, live[0].User, live[0].ExpiresAt.UTC().Format(time.RFC3339))

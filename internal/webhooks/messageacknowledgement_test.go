@@ -7,8 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -21,9 +19,7 @@ import (
 // between, as after a failover): a second reader is refused, not admitted.
 func TestSingleReadRefusesASecondReaderWhileTheFirstIsNotListedYet(t *testing.T) {
 	g := NewWithT(t)
-	scheme := runtime.NewScheme()
-	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	g.Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	scheme := testScheme(t)
 	published := metav1.NewTime(cmCreated.Add(time.Hour))
 	msg := &v1alpha1.CustomerMessage{
 		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice", UID: "msg-uid", CreationTimestamp: published},
