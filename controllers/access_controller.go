@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	corev1 "k8s.io/api/core/v1"
@@ -68,9 +69,7 @@ func (r *AccessReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	desired := access.Desired(in)
-	applied := r.apply(ctx, desired)
-	return ctrl.Result{}, errors.Join(applied, r.prune(ctx, req.Name, desired))
+	return ctrl.Result{}, r.converge(ctx, req.Name, access.Desired(in))
 }
 
 // input reads what the customer's access depends on. A customer that does not
@@ -116,13 +115,16 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	return in, nil
 }
 
-// apply writes the desired objects that are missing or differ, in order: project
-// RoleBindings, ClusterRoles, then ClusterRoleBindings with the member binding
-// last (a membership reads "access granted" from it). One object that fails does
-// not stop the others; if anything before the ClusterRoleBindings failed, they only
-// lose subjects (removals go through, additions wait for the retry), so "access
-// granted" is never read while part of it is missing.
-func (r *AccessReconciler) apply(ctx context.Context, desired access.Objects) error {
+// converge writes the desired objects that are missing or differ and deletes the
+// customer's objects that are no longer desired, in this order: project
+// RoleBindings, ClusterRoles, the pruning, then ClusterRoleBindings with the member
+// binding last (a membership reads "access granted", and its role's record, from
+// it). One object that fails does not stop the others, and pruning always runs; if
+// anything before the ClusterRoleBindings failed, they only lose subjects (removals
+// go through, additions wait for the retry) and the member binding keeps its
+// previous roles record, so "access granted" is never read while part of it is
+// missing or while a former role's grant is still there.
+func (r *AccessReconciler) converge(ctx context.Context, customer string, desired access.Objects) error {
 	var errs []error
 	for _, rb := range desired.RoleBindings {
 		errs = append(errs, r.applyBinding(ctx, rb, &rbacv1.RoleBinding{}, false))
@@ -133,6 +135,7 @@ func (r *AccessReconciler) apply(ctx context.Context, desired access.Objects) er
 			return current.AggregationRule == nil && equality.Semantic.DeepEqual(current.Rules, cr.Rules)
 		}))
 	}
+	errs = append(errs, r.prune(ctx, customer, desired))
 	onlyRemove := errors.Join(errs...) != nil
 	for _, crb := range desired.ClusterRoleBindings {
 		errs = append(errs, r.applyBinding(ctx, crb, &rbacv1.ClusterRoleBinding{}, onlyRemove))
@@ -147,7 +150,8 @@ func (r *AccessReconciler) apply(ctx context.Context, desired access.Objects) er
 // is deleted (if it is still the one read) and made anew. The cache holds only the
 // bindings that carry our labels, so one made by someone else shows up as the
 // apply's refusal and is read uncached. With onlyRemove, subjects that the binding
-// does not have yet are left out.
+// does not have yet are left out, and a roles record (access.RolesAnnotation) stays
+// what it was, less whoever left.
 func (r *AccessReconciler) applyBinding(ctx context.Context, desired, current client.Object, onlyRemove bool) error {
 	err := r.Get(ctx, client.ObjectKeyFromObject(desired), current)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -161,23 +165,16 @@ func (r *AccessReconciler) applyBinding(ctx context.Context, desired, current cl
 		}
 		exists = !replaced
 	}
-	_, wantSubjects := bindingOf(desired)
 	if onlyRemove {
 		if !exists {
 			return nil
 		}
-		_, subjects := bindingOf(current)
-		kept := make([]rbacv1.Subject, 0, len(wantSubjects))
-		for _, s := range wantSubjects {
-			if slices.Contains(subjects, s) {
-				kept = append(kept, s)
-			}
-		}
-		desired = withSubjects(desired, kept)
-		wantSubjects = kept
+		desired = removalsOnly(desired, current)
 	}
-	if exists && hasLabels(current, desired.GetLabels()) {
-		if _, subjects := bindingOf(current); equality.Semantic.DeepEqual(subjects, wantSubjects) {
+	if exists && hasLabels(current, desired.GetLabels()) &&
+		current.GetAnnotations()[access.RolesAnnotation] == desired.GetAnnotations()[access.RolesAnnotation] {
+		_, subjects := bindingOf(current)
+		if _, wantSubjects := bindingOf(desired); equality.Semantic.DeepEqual(subjects, wantSubjects) {
 			return nil
 		}
 	}
@@ -228,14 +225,36 @@ func bindingOf(o client.Object) (rbacv1.RoleRef, []rbacv1.Subject) {
 	panic(fmt.Sprintf("bindingOf: %T is not a binding", o))
 }
 
-// withSubjects returns a copy of the binding b with the given subjects.
-func withSubjects(b client.Object, subjects []rbacv1.Subject) client.Object {
-	out := b.DeepCopyObject().(client.Object)
+// removalsOnly returns a copy of the binding desired that adds no subject current
+// lacks: its subjects are those of desired that current has, and its roles record,
+// if desired has one, is current's restricted to them (none if current has none).
+func removalsOnly(desired, current client.Object) client.Object {
+	_, have := bindingOf(current)
+	_, want := bindingOf(desired)
+	kept := make([]rbacv1.Subject, 0, len(want))
+	users := map[string]bool{}
+	for _, s := range want {
+		if slices.Contains(have, s) {
+			kept = append(kept, s)
+			users[s.Name] = true
+		}
+	}
+	out := desired.DeepCopyObject().(client.Object)
 	switch o := out.(type) {
 	case *rbacv1.RoleBinding:
-		o.Subjects = subjects
+		o.Subjects = kept
 	case *rbacv1.ClusterRoleBinding:
-		o.Subjects = subjects
+		o.Subjects = kept
+	}
+	if _, ok := out.GetAnnotations()[access.RolesAnnotation]; ok {
+		annotations := maps.Clone(out.GetAnnotations())
+		delete(annotations, access.RolesAnnotation)
+		// An unreadable record is dropped: the membership then reads the subjects alone.
+		if recorded, err := access.ParseRolesRecord(current.GetAnnotations()[access.RolesAnnotation]); err == nil {
+			recorded = slices.DeleteFunc(recorded, func(m access.Member) bool { return !users[m.Username] })
+			annotations[access.RolesAnnotation] = access.RolesRecord(recorded)
+		}
+		out.SetAnnotations(annotations)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"fmt"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -11,9 +12,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/status"
 )
 
 // The access a member has, as the API server's authorizer answers it.
@@ -192,6 +195,50 @@ var _ = Describe("Access", func() {
 		Eventually(func() bool { return canI(eve, "create", "", "namespaces", "", "") }).Should(BeFalse())
 	})
 
+	It("reads a role change as granted only once the project bindings follow it", func() {
+		const user = "rhea@example.com"
+		createCustomer("role-co", "Role Co")
+		createProject("role-co-web", "role-co")
+		m := createMembership(newMembership("role-co-rhea", "role-co", user, v1alpha1.RoleEditor, v1alpha1.InvitationNone))
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+		Expect(canCreateDeployments(user, "role-co-web")()).To(BeTrue())
+
+		By("holding back the project's view binding with an admission policy")
+		viewBinding := "customer-operator:role-co:view"
+		holdBack(viewBinding)
+
+		By("changing the role to Viewer: the member binding still lists her, but Ready waits for the project")
+		Expect(admin.Patch(ctx, &v1alpha1.CustomerMembership{ObjectMeta: metav1.ObjectMeta{Name: m.Name}},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"role":"Viewer"}}`)))).To(Succeed())
+		readyFor := func(g Gomega) (int64, *metav1.Condition) {
+			current := getMembership(g, m.Name)
+			return current.Generation, status.Get(current, v1alpha1.ReadyCondition)
+		}
+		Eventually(func(g Gomega) {
+			generation, ready := readyFor(g)
+			g.Expect(ready.ObservedGeneration).To(Equal(generation))
+			g.Expect(ready.Status).To(Equal(metav1.ConditionFalse), ready.Message)
+			g.Expect(ready.Reason).To(Equal(v1alpha1.GrantingAccessReason))
+			g.Expect(ready.Message).To(ContainSubstring("Viewer"))
+		}).Should(Succeed())
+		Eventually(canCreateDeployments(user, "role-co-web")).Should(BeFalse(), "the edit binding is pruned all the same")
+		Consistently(func(g Gomega) {
+			_, ready := readyFor(g)
+			g.Expect(ready.Status).NotTo(Equal(metav1.ConditionTrue), "Ready while she cannot read the project: %s", ready.Message)
+		}, "3s").Should(Succeed())
+		Expect(canGetPods(user, "role-co-web")()).To(BeFalse(), "the precondition: the view binding is held back")
+
+		By("letting the binding through: Ready comes with the Viewer's access")
+		releaseHoldBack(viewBinding)
+		Eventually(func(g Gomega) {
+			generation, ready := readyFor(g)
+			g.Expect(ready.ObservedGeneration).To(Equal(generation))
+			g.Expect(ready.Status).To(Equal(metav1.ConditionTrue), ready.Message)
+		}).Should(Succeed())
+		Expect(canGetPods(user, "role-co-web")()).To(BeTrue(), "Ready means access was granted")
+		Expect(canCreateDeployments(user, "role-co-web")()).To(BeFalse())
+	})
+
 	It("never binds members in a system namespace, even one labelled for the customer before the policy existed", func() {
 		const user = "sid@example.com"
 		createCustomer("sysns-co", "Sysns Co")
@@ -334,3 +381,67 @@ var _ = Describe("CustomerMembership admission", func() {
 		})
 	})
 })
+
+// holdBack makes the API server refuse every create and update of RoleBindings
+// named name (a ValidatingAdmissionPolicy, removed after the spec or by
+// releaseHoldBack), and waits until it does: policies load asynchronously.
+func holdBack(name string) {
+	GinkgoHelper()
+	policyName := holdBackPolicyName(name)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+					RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+						Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+						Rule: admissionregistrationv1.Rule{
+							APIGroups: []string{rbacv1.GroupName}, APIVersions: []string{"v1"}, Resources: []string{"rolebindings"},
+						},
+					},
+				}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression: fmt.Sprintf("object.metadata.name != %q", name),
+				Message:    "held back by the test",
+			}},
+		},
+	}
+	Expect(admin.Create(ctx, policy)).To(Succeed())
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policyName,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+		},
+	}
+	Expect(admin.Create(ctx, binding)).To(Succeed())
+	DeferCleanup(func() { releaseHoldBack(name) })
+	probe := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+	}
+	Eventually(func() error { return admin.Create(ctx, probe.DeepCopy(), client.DryRunAll) }).
+		Should(MatchError(ContainSubstring("held back by the test")))
+}
+
+// releaseHoldBack removes holdBack's policy and waits until the API server lets
+// such a binding through again.
+func releaseHoldBack(name string) {
+	GinkgoHelper()
+	policyName := holdBackPolicyName(name)
+	Expect(client.IgnoreNotFound(admin.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName}}))).To(Succeed())
+	Expect(client.IgnoreNotFound(admin.Delete(ctx, &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName}}))).To(Succeed())
+	probe := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+	}
+	Eventually(func() error { return admin.Create(ctx, probe.DeepCopy(), client.DryRunAll) }).Should(Succeed())
+}
+
+func holdBackPolicyName(name string) string {
+	return "test-hold-back-" + strings.ReplaceAll(name, ":", "-")
+}

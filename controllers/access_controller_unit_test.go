@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/access"
 )
 
 // builderIndexer registers SetupIndexes' indexes with a fake client builder.
@@ -35,6 +37,30 @@ func accessMember(name, email string, role v1alpha1.Role) *v1alpha1.CustomerMemb
 			Customer: "acme", Email: email, Role: role, Invitation: v1alpha1.InvitationNone,
 		},
 	}
+}
+
+// refuseApplies makes the fake client refuse the server-side applies of the
+// objects refuse picks by kind and metadata, as an API server refusing a write.
+func refuseApplies(builder *fake.ClientBuilder, refuse func(kind string, meta metav1.ObjectMeta) bool) {
+	builder.WithInterceptorFuncs(interceptor.Funcs{
+		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+			raw, err := json.Marshal(obj)
+			if err != nil {
+				return err
+			}
+			var head struct {
+				Kind     string            `json:"kind"`
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			}
+			if err := json.Unmarshal(raw, &head); err != nil {
+				return err
+			}
+			if refuse(head.Kind, head.Metadata) {
+				return errors.New("injected: the API server refused the write")
+			}
+			return c.Apply(ctx, obj, opts...)
+		},
+	})
 }
 
 // When a project's RoleBinding cannot be written, the access controller still
@@ -55,24 +81,8 @@ func TestAccessFailedProjectBindingStillRemovesAndAddsNothing(t *testing.T) {
 		project("acme-web"), project("acme-api"), eve, bob)
 	g.Expect(SetupIndexes(ctx, builderIndexer{builder})).To(Succeed())
 	failIn := ""
-	builder.WithInterceptorFuncs(interceptor.Funcs{
-		Apply: func(ctx context.Context, c client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
-			raw, err := json.Marshal(obj)
-			if err != nil {
-				return err
-			}
-			var head struct {
-				Kind     string            `json:"kind"`
-				Metadata metav1.ObjectMeta `json:"metadata"`
-			}
-			if err := json.Unmarshal(raw, &head); err != nil {
-				return err
-			}
-			if head.Kind == "RoleBinding" && head.Metadata.Namespace == failIn {
-				return errors.New("injected: the API server refused the write")
-			}
-			return c.Apply(ctx, obj, opts...)
-		},
+	refuseApplies(builder, func(kind string, meta metav1.ObjectMeta) bool {
+		return kind == "RoleBinding" && meta.Namespace == failIn
 	})
 	c := builder.Build()
 	r := &AccessReconciler{Client: c, APIReader: c}
@@ -127,4 +137,68 @@ func TestAccessFailedProjectBindingStillRemovesAndAddsNothing(t *testing.T) {
 	g.Expect(projectSubjects("acme-web", "customer-operator:acme:admin")).To(ConsistOf("carol@example.com"))
 	g.Expect(subjectsOf("customer-operator:acme:member")).To(ConsistOf("bob@example.com", "carol@example.com"))
 	g.Expect(subjectsOf("customer-operator:acme:customer-admin")).To(ConsistOf("carol@example.com"))
+}
+
+// A role change moves the member binding's roles record only in a pass that wrote
+// the new role's project bindings and removed the old role's: a membership reads
+// "access granted" from that record. Whoever leaves leaves the record at once.
+func TestAccessRolesRecordMovesOnlyWithTheProjectBindings(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+
+	bob := accessMember("acme-bob", "bob@example.com", v1alpha1.RoleEditor)
+	eve := accessMember("acme-eve", "eve@example.com", v1alpha1.RoleAdmin)
+	builder := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(
+		&v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "acme"}},
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "acme-web", Labels: map[string]string{v1alpha1.CustomerLabel: "acme"}}},
+		bob, eve)
+	g.Expect(SetupIndexes(ctx, builderIndexer{builder})).To(Succeed())
+	failName := ""
+	refuseApplies(builder, func(_ string, meta metav1.ObjectMeta) bool { return meta.Name == failName })
+	c := builder.Build()
+	r := &AccessReconciler{Client: c, APIReader: c}
+	reconcileAcme := func() error {
+		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
+		return err
+	}
+	record := func() string {
+		var crb rbacv1.ClusterRoleBinding
+		g.Expect(c.Get(ctx, types.NamespacedName{Name: "customer-operator:acme:member"}, &crb)).To(Succeed())
+		return crb.Annotations[access.RolesAnnotation]
+	}
+	setRole := func(m *v1alpha1.CustomerMembership, role v1alpha1.Role) {
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(m), m)).To(Succeed())
+		m.Spec.Role = role
+		g.Expect(c.Update(ctx, m)).To(Succeed())
+	}
+
+	g.Expect(reconcileAcme()).To(Succeed())
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Editor","eve@example.com":"Admin"}`))
+
+	// bob becomes a Viewer and eve leaves, while acme-web's view binding cannot be written.
+	setRole(bob, v1alpha1.RoleViewer)
+	g.Expect(c.Delete(ctx, eve)).To(Succeed())
+	failName = "customer-operator:acme:view"
+	g.Expect(reconcileAcme()).To(MatchError(ContainSubstring("injected")))
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Editor"}`),
+		"bob's record stays Editor, so his membership does not read Viewer access as granted; eve is gone from it")
+	var edit rbacv1.RoleBinding
+	err := c.Get(ctx, types.NamespacedName{Namespace: "acme-web", Name: "customer-operator:acme:edit"}, &edit)
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the edit binding, with no Editor left, is pruned all the same: %v", err)
+
+	// The next pass writes the view binding and moves the record.
+	failName = ""
+	g.Expect(reconcileAcme()).To(Succeed())
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
+	var view rbacv1.RoleBinding
+	g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "acme-web", Name: "customer-operator:acme:view"}, &view)).To(Succeed())
+	g.Expect(view.Subjects).To(HaveLen(1))
+
+	// A record edited by hand is put back.
+	var member rbacv1.ClusterRoleBinding
+	g.Expect(c.Get(ctx, types.NamespacedName{Name: "customer-operator:acme:member"}, &member)).To(Succeed())
+	member.Annotations[access.RolesAnnotation] = `{"bob@example.com":"Admin"}`
+	g.Expect(c.Update(ctx, &member)).To(Succeed())
+	g.Expect(reconcileAcme()).To(Succeed())
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -205,48 +206,68 @@ func (r *CustomerMembershipReconciler) reconcileDuplicate(ctx context.Context, s
 	return ctrl.Result{}, true, nil
 }
 
-// reconcileAccess reports whether an active membership's access exists: the
-// AccessReconciler writes the customer's member ClusterRoleBinding last, so once it
-// lists the user (and, for an Admin, the customer-admin binding does too) the rest
-// was applied. Sets Ready=True, or Ready=False/Reconciling=True (GrantingAccess)
-// until then; a change of those bindings reconciles the membership again.
+// reconcileAccess reports whether an active membership's access exists, for its
+// current role: the AccessReconciler writes the customer's member ClusterRoleBinding
+// last, with a record of the role each subject was granted (access.RolesAnnotation)
+// that it moves on only once the project bindings, roles and pruning of its pass
+// succeeded. So once the binding lists the user and records the membership's role,
+// the rest was applied and a former role's grant is gone. A binding without a record
+// (written by an operator before the record existed) is read by its subjects alone,
+// as it was then, with the customer-admin binding for an Admin. Sets Ready=True, or
+// Ready=False/Reconciling=True (GrantingAccess) until then; a change of those
+// bindings reconciles the membership again.
 func (r *CustomerMembershipReconciler) reconcileAccess(ctx context.Context, s *membershipScope) (ctrl.Result, bool, error) {
 	m := s.membership
 	user := members.Username(m, r.UsernamePrefix)
-	bindings := []string{access.MemberBindingName(string(m.Spec.Customer))}
-	if m.Spec.Role == v1alpha1.RoleAdmin {
-		bindings = append(bindings, access.CustomerAdminBindingName(string(m.Spec.Customer)))
+	granted, err := r.accessGranted(ctx, m, user)
+	if err != nil {
+		return ctrl.Result{}, true, err
 	}
-	for _, name := range bindings {
-		granted, err := r.bindingLists(ctx, name, user)
-		if err != nil {
-			return ctrl.Result{}, true, err
-		}
-		if !granted {
-			status.MarkReconciling(m, v1alpha1.GrantingAccessReason, fmt.Sprintf(
-				"granting %s access to customer %q", user, m.Spec.Customer))
-			return ctrl.Result{}, true, nil
-		}
+	if !granted {
+		status.MarkReconciling(m, v1alpha1.GrantingAccessReason, fmt.Sprintf(
+			"granting %s %s access to customer %q", user, m.Spec.Role, m.Spec.Customer))
+		return ctrl.Result{}, true, nil
 	}
 	status.MarkReady(m, fmt.Sprintf("%s access to customer %q is granted", m.Spec.Role, m.Spec.Customer))
 	return ctrl.Result{}, true, nil
 }
 
-// bindingLists reports whether the ClusterRoleBinding name has user as a subject.
-func (r *CustomerMembershipReconciler) bindingLists(ctx context.Context, name, user string) (bool, error) {
+// accessGranted reads the customer's bindings for user's grant of m's role (see
+// reconcileAccess).
+func (r *CustomerMembershipReconciler) accessGranted(ctx context.Context, m *v1alpha1.CustomerMembership, user string) (bool, error) {
+	member, err := r.binding(ctx, access.MemberBindingName(string(m.Spec.Customer)))
+	if member == nil || err != nil || !lists(member, user) {
+		return false, err
+	}
+	if value, ok := member.Annotations[access.RolesAnnotation]; ok {
+		recorded, err := access.ParseRolesRecord(value)
+		// An unreadable record is the access controller's to rewrite: not granted yet.
+		return err == nil && slices.Contains(recorded, access.Member{Username: user, Role: m.Spec.Role}), nil
+	}
+	if m.Spec.Role != v1alpha1.RoleAdmin {
+		return true, nil
+	}
+	admins, err := r.binding(ctx, access.CustomerAdminBindingName(string(m.Spec.Customer)))
+	return admins != nil && lists(admins, user), err
+}
+
+// binding reads the ClusterRoleBinding name from the cache; nil if there is none.
+func (r *CustomerMembershipReconciler) binding(ctx context.Context, name string) (*rbacv1.ClusterRoleBinding, error) {
 	var crb rbacv1.ClusterRoleBinding
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, &crb); err != nil {
 		if apierrors.IsNotFound(err) {
-			return false, nil
+			return nil, nil
 		}
-		return false, fmt.Errorf("reading ClusterRoleBinding %s: %w", name, err)
+		return nil, fmt.Errorf("reading ClusterRoleBinding %s: %w", name, err)
 	}
-	for _, s := range crb.Subjects {
-		if s.Kind == rbacv1.UserKind && s.Name == user {
-			return true, nil
-		}
-	}
-	return false, nil
+	return &crb, nil
+}
+
+// lists reports whether crb has user as a subject.
+func lists(crb *rbacv1.ClusterRoleBinding, user string) bool {
+	return slices.ContainsFunc(crb.Subjects, func(s rbacv1.Subject) bool {
+		return s.Kind == rbacv1.UserKind && s.Name == user
+	})
 }
 
 // SetupWithManager watches memberships, their customers, their siblings with the

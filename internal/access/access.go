@@ -7,7 +7,7 @@
 // app.kubernetes.io/managed-by=customer-operator):
 //
 //	ClusterRole        customer-operator:<c>:member          get customers/<c>, customerquotas/<c>, customermessages/<each message of c>, namespaces/<each project of c>
-//	ClusterRoleBinding customer-operator:<c>:member          → that ClusterRole, every active member
+//	ClusterRoleBinding customer-operator:<c>:member          → that ClusterRole, every active member; annotation customers.partnerops.io/granted-roles records each one's role
 //	ClusterRoleBinding customer-operator:<c>:acknowledge     → customer-operator-acknowledge (create messageacknowledgements), every active member
 //	ClusterRole        customer-operator:<c>:memberships     get customermemberships/<each membership of c>
 //	ClusterRoleBinding customer-operator:<c>:memberships     → that ClusterRole, Admins
@@ -26,6 +26,7 @@
 package access
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 
@@ -103,6 +104,51 @@ func Labels(customer string) map[string]string {
 // had the rest of its access applied too.
 func MemberBindingName(customer string) string { return Name(customer, "member") }
 
+// RolesAnnotation, on a customer's member ClusterRoleBinding, records the role that
+// the access pass which wrote the binding granted each of its subjects: a JSON
+// object from username to role ({"ann@example.com":"Viewer"}; roles joined by ","
+// in the rare case that two memberships give one username two roles). The binding
+// lists every member whatever the role, so its subjects alone cannot tell a
+// membership whose role just changed that the project bindings follow; this record
+// can. The access controller writes it with the binding, after the project
+// bindings, the roles and the pruning of the same pass have all succeeded; after a
+// failure it keeps the previous record (less whoever left), so a recorded role is
+// one whose grants are in place and whose predecessor's are gone.
+const RolesAnnotation = v1alpha1.GroupName + "/granted-roles"
+
+// RolesRecord encodes members as RolesAnnotation's value. It is deterministic (keys
+// and roles sorted), so equal records compare equal as strings.
+func RolesRecord(members []Member) string {
+	byUser := map[string][]string{}
+	for _, m := range members {
+		byUser[m.Username] = append(byUser[m.Username], string(m.Role))
+	}
+	record := make(map[string]string, len(byUser))
+	for user, roles := range byUser {
+		sort.Strings(roles)
+		record[user] = strings.Join(roles, ",")
+	}
+	out, _ := json.Marshal(record) // a map of strings always encodes
+	return string(out)
+}
+
+// ParseRolesRecord decodes RolesAnnotation's value into the members it records,
+// sorted by username, then role.
+func ParseRolesRecord(value string) ([]Member, error) {
+	var record map[string]string
+	if err := json.Unmarshal([]byte(value), &record); err != nil {
+		return nil, err
+	}
+	var out []Member
+	for user, roles := range record {
+		for _, role := range strings.Split(roles, ",") {
+			out = append(out, Member{Username: user, Role: v1alpha1.Role(role)})
+		}
+	}
+	sortMembers(out)
+	return out, nil
+}
+
 // CustomerAdminBindingName is the ClusterRoleBinding of a customer's Admins to
 // CustomerAdminClusterRole.
 func CustomerAdminBindingName(customer string) string { return Name(customer, "customer-admin") }
@@ -170,8 +216,9 @@ func Desired(in Input) Objects {
 	}
 
 	// Last on purpose: see MemberBindingName.
-	out.ClusterRoleBindings = append(out.ClusterRoleBindings,
-		clusterRoleBinding(MemberBindingName(in.Customer), Name(in.Customer, "member"), everyone, labels))
+	member := clusterRoleBinding(MemberBindingName(in.Customer), Name(in.Customer, "member"), everyone, labels)
+	member.Annotations = map[string]string{RolesAnnotation: RolesRecord(in.Members)}
+	out.ClusterRoleBindings = append(out.ClusterRoleBindings, member)
 	return out
 }
 
@@ -194,13 +241,17 @@ func ActiveMembers(memberships []v1alpha1.CustomerMembership, usernamePrefix str
 			out = append(out, member)
 		}
 	}
+	sortMembers(out)
+	return out
+}
+
+func sortMembers(out []Member) {
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Username != out[j].Username {
 			return out[i].Username < out[j].Username
 		}
 		return out[i].Role < out[j].Role
 	})
-	return out
 }
 
 // EmailKey is what makes two memberships duplicates: the customer and the e-mail,

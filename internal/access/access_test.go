@@ -1,6 +1,7 @@
 package access
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +157,40 @@ func TestDesired(t *testing.T) {
 		"customer-operator:acme:customer-admin→customer-operator-customer-admin alice",
 		"customer-operator:acme:member→customer-operator:acme:member alice,bob,carol",
 	}), "the member binding comes last: memberships read 'access granted' from it")
+	g.Expect(got.ClusterRoleBindings[3].Annotations).To(Equal(map[string]string{
+		RolesAnnotation: `{"alice":"Admin","bob":"Viewer","carol":"Viewer"}`,
+	}), "the member binding records each member's role; no other binding does")
+	for _, crb := range got.ClusterRoleBindings[:3] {
+		g.Expect(crb.Annotations).To(BeEmpty())
+	}
+}
+
+func TestRolesRecord(t *testing.T) {
+	g := NewWithT(t)
+	members := []Member{
+		{Username: "zoe@example.com", Role: v1alpha1.RoleViewer},
+		{Username: "ann@example.com", Role: v1alpha1.RoleEditor},
+		// Two memberships (two e-mail addresses) that name one username.
+		{Username: "ops", Role: v1alpha1.RoleViewer},
+		{Username: "ops", Role: v1alpha1.RoleAdmin},
+	}
+	record := RolesRecord(members)
+	g.Expect(record).To(Equal(`{"ann@example.com":"Editor","ops":"Admin,Viewer","zoe@example.com":"Viewer"}`),
+		"sorted, so that an unchanged record compares equal as a string")
+	reversed := slices.Clone(members)
+	slices.Reverse(reversed)
+	g.Expect(RolesRecord(reversed)).To(Equal(record))
+	parsed, err := ParseRolesRecord(record)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(parsed).To(Equal([]Member{
+		{Username: "ann@example.com", Role: v1alpha1.RoleEditor},
+		{Username: "ops", Role: v1alpha1.RoleAdmin},
+		{Username: "ops", Role: v1alpha1.RoleViewer},
+		{Username: "zoe@example.com", Role: v1alpha1.RoleViewer},
+	}))
+	g.Expect(RolesRecord(nil)).To(Equal(`{}`))
+	_, err = ParseRolesRecord("")
+	g.Expect(err).To(HaveOccurred(), "no record is not an empty one")
 }
 
 func TestDesiredMessagesAndNoAdmins(t *testing.T) {
