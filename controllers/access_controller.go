@@ -120,9 +120,9 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 // RoleBindings, ClusterRoles, the pruning, then ClusterRoleBindings with the member
 // binding last (a membership reads "access granted", and its role's record, from
 // it). One object that fails does not stop the others, and pruning always runs; if
-// anything before the ClusterRoleBindings failed, they only lose subjects (removals
-// go through, additions wait for the retry) and the member binding keeps its
-// previous roles record, so "access granted" is never read while part of it is
+// anything before a ClusterRoleBinding failed, it only loses subjects (removals go
+// through, additions wait for the retry) and the member binding keeps its previous
+// roles record, so "access granted" is never read while part of it is
 // missing or while a former role's grant is still there.
 func (r *AccessReconciler) converge(ctx context.Context, customer string, desired access.Objects) error {
 	var errs []error
@@ -136,8 +136,10 @@ func (r *AccessReconciler) converge(ctx context.Context, customer string, desire
 		}))
 	}
 	errs = append(errs, r.prune(ctx, customer, desired))
-	onlyRemove := errors.Join(errs...) != nil
 	for _, crb := range desired.ClusterRoleBindings {
+		// Also after a ClusterRoleBinding of this pass failed: the member binding
+		// comes last and must not record what an earlier one could not grant.
+		onlyRemove := errors.Join(errs...) != nil
 		errs = append(errs, r.applyBinding(ctx, crb, &rbacv1.ClusterRoleBinding{}, onlyRemove))
 	}
 	return errors.Join(errs...)

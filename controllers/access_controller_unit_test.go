@@ -194,11 +194,21 @@ func TestAccessRolesRecordMovesOnlyWithTheProjectBindings(t *testing.T) {
 	g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "acme-web", Name: "customer-operator:acme:view"}, &view)).To(Succeed())
 	g.Expect(view.Subjects).To(HaveLen(1))
 
+	// bob becomes an Admin while the customer-admin binding cannot be written: the
+	// member binding, written after it, keeps recording him as a Viewer.
+	setRole(bob, v1alpha1.RoleAdmin)
+	failName = "customer-operator:acme:customer-admin"
+	g.Expect(reconcileAcme()).To(MatchError(ContainSubstring("customer-admin")))
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
+	failName = ""
+	g.Expect(reconcileAcme()).To(Succeed())
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Admin"}`))
+
 	// A record edited by hand is put back.
 	var member rbacv1.ClusterRoleBinding
 	g.Expect(c.Get(ctx, types.NamespacedName{Name: "customer-operator:acme:member"}, &member)).To(Succeed())
-	member.Annotations[access.RolesAnnotation] = `{"bob@example.com":"Admin"}`
+	member.Annotations[access.RolesAnnotation] = `{"bob@example.com":"Editor"}`
 	g.Expect(c.Update(ctx, &member)).To(Succeed())
 	g.Expect(reconcileAcme()).To(Succeed())
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
+	g.Expect(record()).To(Equal(`{"bob@example.com":"Admin"}`))
 }
