@@ -71,7 +71,8 @@ func (r *CustomerQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // reconcileNormal counts the customer's live projects against spec.maxProjects. It
 // sets used, max and WithinQuota, then Ready=True (over quota included: that is
 // the customer's state, not a failure of the operator), or Stalled with reason
-// CustomerNotFound while the customer does not exist. observedGeneration either
+// CustomerNotFound while the customer does not exist, CustomerDeleting while it
+// is being deleted. observedGeneration either
 // way: the current spec has been acted on.
 func (r *CustomerQuotaReconciler) reconcileNormal(ctx context.Context, q *v1alpha1.CustomerQuota) error {
 	customerName := string(q.Spec.Customer)
@@ -96,6 +97,12 @@ func (r *CustomerQuotaReconciler) reconcileNormal(ctx context.Context, q *v1alph
 		return fmt.Errorf("reading customer %q: %w", customerName, err)
 	}
 	q.Status.ObservedGeneration = q.Generation
+	if !customer.DeletionTimestamp.IsZero() {
+		// Admission refuses its new projects; the count goes on until it is gone.
+		status.MarkStalled(q, v1alpha1.CustomerDeletingReason,
+			fmt.Sprintf("customer %q (spec.customer) is being deleted and takes no new projects", customerName))
+		return nil
+	}
 	status.MarkReady(q, fmt.Sprintf("%d of %d projects used", used, limit.Max))
 	return nil
 }
@@ -147,11 +154,12 @@ func sameName(_ context.Context, o client.Object) []reconcile.Request {
 	return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.GetName()}}}
 }
 
-// customerPresencePredicate passes a Customer's creation and deletion only: a
-// quota depends on whether its customer exists, not on its status writes.
+// customerPresencePredicate passes a Customer's creation, the start of its
+// deletion and its deletion only: a quota depends on whether its customer exists
+// and is not being deleted, not on its status writes.
 func customerPresencePredicate() predicate.Funcs {
 	return predicate.Funcs{
-		UpdateFunc:  func(event.UpdateEvent) bool { return false },
+		UpdateFunc:  deletionPredicate().UpdateFunc,
 		GenericFunc: func(event.GenericEvent) bool { return false },
 	}
 }

@@ -161,6 +161,47 @@ var _ = Describe("CustomerQuota", func() {
 		Expect(kstatusOf(q)).To(Equal(status.CurrentStatus))
 	})
 
+	It("reports CustomerDeleting while its customer is being deleted, then CustomerNotFound", func() {
+		const customer = "pq-going"
+		createCustomer(customer, "PQ Going")
+		createProject("pq-going-web", customer)
+		q := &v1alpha1.CustomerQuota{
+			ObjectMeta: metav1.ObjectMeta{Name: customer},
+			Spec:       v1alpha1.CustomerQuotaSpec{Customer: customer, MaxProjects: ptr.To[int32](3)},
+		}
+		Expect(pqClient(pqPartner).Create(ctx, q)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, q))).To(Succeed()) })
+		pqQuotaEventually(customer, func(g Gomega, q *v1alpha1.CustomerQuota) {
+			g.Expect(readyCondition(q)).To(HaveField("Status", metav1.ConditionTrue))
+			g.Expect(q.Status.Used).To(Equal(int32(1)))
+		})
+		Eventually(func(g Gomega) {
+			var c v1alpha1.Customer
+			g.Expect(admin.Get(ctx, types.NamespacedName{Name: customer}, &c)).To(Succeed())
+			g.Expect(c.Finalizers).To(ContainElement(v1alpha1.CustomerFinalizer))
+		}).Should(Succeed(), "the precondition: the customer's deletion will wait for its project")
+
+		By("deleting the customer past the webhook (it refuses while projects exist): the finalizer holds it")
+		withoutWebhook("vcustomer.customers.partnerops.io", func() {
+			// The API server picks up the changed webhook configuration asynchronously.
+			Eventually(func() error { return admin.Delete(ctx, newCustomer(customer, "PQ Going")) }).Should(Succeed())
+		})
+		q = pqQuotaEventually(customer, func(g Gomega, q *v1alpha1.CustomerQuota) {
+			g.Expect(readyCondition(q)).To(HaveField("Reason", v1alpha1.CustomerDeletingReason))
+		})
+		Expect(readyCondition(q).Status).To(Equal(metav1.ConditionFalse))
+		Expect(readyCondition(q).Message).To(ContainSubstring("takes no new projects"))
+		Expect(pqCondition(q, v1alpha1.StalledCondition)).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(q.Status.Used).To(Equal(int32(1)), "the count goes on")
+
+		By("deleting the project: the customer goes, and the quota says so")
+		Expect(admin.Delete(ctx, newProject("pq-going-web", customer))).To(Succeed())
+		pqQuotaEventually(customer, func(g Gomega, q *v1alpha1.CustomerQuota) {
+			g.Expect(readyCondition(q)).To(HaveField("Reason", v1alpha1.CustomerNotFoundReason))
+			g.Expect(q.Status.Used).To(BeZero())
+		})
+	})
+
 	It("lets only partners create, change or delete quotas", func() {
 		const customer, user = "pq-writers", "quinn@pq-writers.test"
 		pqCustomer(customer, ptr.To[int32](2))
