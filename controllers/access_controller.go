@@ -228,8 +228,11 @@ func bindingOf(o client.Object) (rbacv1.RoleRef, []rbacv1.Subject) {
 }
 
 // removalsOnly returns a copy of the binding desired that adds no subject current
-// lacks: its subjects are those of desired that current has, and its roles record,
-// if desired has one, is current's restricted to them (none if current has none).
+// lacks: its subjects are those of desired that current has. If desired has a
+// roles record, the copy's is what current's and desired's records share (a role
+// this pass no longer wants may have lost its grants to the pruning; one it still
+// wants only gained), restricted to the kept subjects; nothing when current's is
+// missing or unreadable.
 func removalsOnly(desired, current client.Object) client.Object {
 	_, have := bindingOf(current)
 	_, want := bindingOf(desired)
@@ -248,14 +251,14 @@ func removalsOnly(desired, current client.Object) client.Object {
 	case *rbacv1.ClusterRoleBinding:
 		o.Subjects = kept
 	}
-	if _, ok := out.GetAnnotations()[access.RolesAnnotation]; ok {
+	if wanted, ok := out.GetAnnotations()[access.RolesAnnotation]; ok {
+		wantedRoles, _ := access.ParseRolesRecord(wanted)
+		recorded, _ := access.ParseRolesRecord(current.GetAnnotations()[access.RolesAnnotation])
+		recorded = slices.DeleteFunc(recorded, func(m access.Member) bool {
+			return !users[m.Username] || !slices.Contains(wantedRoles, m)
+		})
 		annotations := maps.Clone(out.GetAnnotations())
-		delete(annotations, access.RolesAnnotation)
-		// An unreadable record is dropped: the membership then reads the subjects alone.
-		if recorded, err := access.ParseRolesRecord(current.GetAnnotations()[access.RolesAnnotation]); err == nil {
-			recorded = slices.DeleteFunc(recorded, func(m access.Member) bool { return !users[m.Username] })
-			annotations[access.RolesAnnotation] = access.RolesRecord(recorded)
-		}
+		annotations[access.RolesAnnotation] = access.RolesRecord(recorded)
 		out.SetAnnotations(annotations)
 	}
 	return out

@@ -173,42 +173,50 @@ func TestAccessRolesRecordMovesOnlyWithTheProjectBindings(t *testing.T) {
 	}
 
 	g.Expect(reconcileAcme()).To(Succeed())
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Editor","eve@example.com":"Admin"}`))
+	g.Expect(record()).To(Equal(`{"Admin":["eve@example.com"],"Editor":["bob@example.com"]}`))
 
 	// bob becomes a Viewer and eve leaves, while acme-web's view binding cannot be written.
 	setRole(bob, v1alpha1.RoleViewer)
 	g.Expect(c.Delete(ctx, eve)).To(Succeed())
 	failName = "customer-operator:acme:view"
 	g.Expect(reconcileAcme()).To(MatchError(ContainSubstring("injected")))
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Editor"}`),
-		"bob's record stays Editor, so his membership does not read Viewer access as granted; eve is gone from it")
+	g.Expect(record()).To(Equal(`{}`),
+		"bob's membership must not read Viewer access as granted, nor Editor (pruned below); eve is gone from it")
 	var edit rbacv1.RoleBinding
 	err := c.Get(ctx, types.NamespacedName{Namespace: "acme-web", Name: "customer-operator:acme:edit"}, &edit)
 	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the edit binding, with no Editor left, is pruned all the same: %v", err)
 
-	// The next pass writes the view binding and moves the record.
+	// bob is made an Editor again while the edit binding cannot be made anew: the
+	// record must not give back the Editor it held before the pruning.
+	setRole(bob, v1alpha1.RoleEditor)
+	failName = "customer-operator:acme:edit"
+	g.Expect(reconcileAcme()).To(MatchError(ContainSubstring("injected")))
+	g.Expect(record()).To(Equal(`{}`))
+
+	// Viewer again, and the next pass writes the view binding and moves the record.
+	setRole(bob, v1alpha1.RoleViewer)
 	failName = ""
 	g.Expect(reconcileAcme()).To(Succeed())
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
+	g.Expect(record()).To(Equal(`{"Viewer":["bob@example.com"]}`))
 	var view rbacv1.RoleBinding
 	g.Expect(c.Get(ctx, types.NamespacedName{Namespace: "acme-web", Name: "customer-operator:acme:view"}, &view)).To(Succeed())
 	g.Expect(view.Subjects).To(HaveLen(1))
 
 	// bob becomes an Admin while the customer-admin binding cannot be written: the
-	// member binding, written after it, keeps recording him as a Viewer.
+	// member binding, written after it, records no Admin (nor the pruned Viewer).
 	setRole(bob, v1alpha1.RoleAdmin)
 	failName = "customer-operator:acme:customer-admin"
 	g.Expect(reconcileAcme()).To(MatchError(ContainSubstring("customer-admin")))
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Viewer"}`))
+	g.Expect(record()).To(Equal(`{}`))
 	failName = ""
 	g.Expect(reconcileAcme()).To(Succeed())
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Admin"}`))
+	g.Expect(record()).To(Equal(`{"Admin":["bob@example.com"]}`))
 
 	// A record edited by hand is put back.
 	var member rbacv1.ClusterRoleBinding
 	g.Expect(c.Get(ctx, types.NamespacedName{Name: "customer-operator:acme:member"}, &member)).To(Succeed())
-	member.Annotations[access.RolesAnnotation] = `{"bob@example.com":"Editor"}`
+	member.Annotations[access.RolesAnnotation] = `{"Editor":["bob@example.com"]}`
 	g.Expect(c.Update(ctx, &member)).To(Succeed())
 	g.Expect(reconcileAcme()).To(Succeed())
-	g.Expect(record()).To(Equal(`{"bob@example.com":"Admin"}`))
+	g.Expect(record()).To(Equal(`{"Admin":["bob@example.com"]}`))
 }

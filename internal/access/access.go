@@ -106,43 +106,47 @@ func MemberBindingName(customer string) string { return Name(customer, "member")
 
 // RolesAnnotation, on a customer's member ClusterRoleBinding, records the role that
 // the access pass which wrote the binding granted each of its subjects: a JSON
-// object from username to role ({"ann@example.com":"Viewer"}; roles joined by ","
-// in the rare case that two memberships give one username two roles). The binding
+// object from role to usernames ({"Admin":["eve@example.com"],"Viewer":["ann@example.com"]};
+// one username under two roles when two memberships give it both). The binding
 // lists every member whatever the role, so its subjects alone cannot tell a
 // membership whose role just changed that the project bindings follow; this record
-// can. The access controller writes it with the binding, after the project
-// bindings, the roles and the pruning of the same pass have all succeeded; after a
-// failure it keeps the previous record (less whoever left), so a recorded role is
-// one whose grants are in place and whose predecessor's are gone.
+// can. The access controller moves it on only in a pass whose project bindings,
+// roles, pruning and earlier ClusterRoleBindings all succeeded; after a failure it
+// keeps of the previous record only what the pass still wants, so a recorded role
+// is one whose grants are in place. A record longer than MaxRolesRecord is not
+// written: memberships then read the subjects alone.
 const RolesAnnotation = v1alpha1.GroupName + "/granted-roles"
 
+// MaxRolesRecord bounds RolesAnnotation's value, well within the 256 KiB that all
+// of an object's annotations may take together: some 8,000 members with
+// 30-character usernames. A customer with more keeps working without the record.
+const MaxRolesRecord = 192 << 10
+
 // RolesRecord encodes members as RolesAnnotation's value. It is deterministic (keys
-// and roles sorted), so equal records compare equal as strings.
+// and usernames sorted), so equal records compare equal as strings.
 func RolesRecord(members []Member) string {
-	byUser := map[string][]string{}
+	byRole := map[v1alpha1.Role][]string{}
 	for _, m := range members {
-		byUser[m.Username] = append(byUser[m.Username], string(m.Role))
+		byRole[m.Role] = append(byRole[m.Role], m.Username)
 	}
-	record := make(map[string]string, len(byUser))
-	for user, roles := range byUser {
-		sort.Strings(roles)
-		record[user] = strings.Join(roles, ",")
+	for _, users := range byRole {
+		sort.Strings(users)
 	}
-	out, _ := json.Marshal(record) // a map of strings always encodes
+	out, _ := json.Marshal(byRole) // a map of string slices always encodes
 	return string(out)
 }
 
 // ParseRolesRecord decodes RolesAnnotation's value into the members it records,
 // sorted by username, then role.
 func ParseRolesRecord(value string) ([]Member, error) {
-	var record map[string]string
+	var record map[v1alpha1.Role][]string
 	if err := json.Unmarshal([]byte(value), &record); err != nil {
 		return nil, err
 	}
 	var out []Member
-	for user, roles := range record {
-		for _, role := range strings.Split(roles, ",") {
-			out = append(out, Member{Username: user, Role: v1alpha1.Role(role)})
+	for role, users := range record {
+		for _, user := range users {
+			out = append(out, Member{Username: user, Role: role})
 		}
 	}
 	sortMembers(out)
@@ -217,7 +221,9 @@ func Desired(in Input) Objects {
 
 	// Last on purpose: see MemberBindingName.
 	member := clusterRoleBinding(MemberBindingName(in.Customer), Name(in.Customer, "member"), everyone, labels)
-	member.Annotations = map[string]string{RolesAnnotation: RolesRecord(in.Members)}
+	if record := RolesRecord(in.Members); len(record) <= MaxRolesRecord {
+		member.Annotations = map[string]string{RolesAnnotation: record}
+	}
 	out.ClusterRoleBindings = append(out.ClusterRoleBindings, member)
 	return out
 }

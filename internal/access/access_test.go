@@ -1,6 +1,7 @@
 package access
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -158,7 +159,7 @@ func TestDesired(t *testing.T) {
 		"customer-operator:acme:member→customer-operator:acme:member alice,bob,carol",
 	}), "the member binding comes last: memberships read 'access granted' from it")
 	g.Expect(got.ClusterRoleBindings[3].Annotations).To(Equal(map[string]string{
-		RolesAnnotation: `{"alice":"Admin","bob":"Viewer","carol":"Viewer"}`,
+		RolesAnnotation: `{"Admin":["alice"],"Viewer":["bob","carol"]}`,
 	}), "the member binding records each member's role; no other binding does")
 	for _, crb := range got.ClusterRoleBindings[:3] {
 		g.Expect(crb.Annotations).To(BeEmpty())
@@ -175,7 +176,7 @@ func TestRolesRecord(t *testing.T) {
 		{Username: "ops", Role: v1alpha1.RoleAdmin},
 	}
 	record := RolesRecord(members)
-	g.Expect(record).To(Equal(`{"ann@example.com":"Editor","ops":"Admin,Viewer","zoe@example.com":"Viewer"}`),
+	g.Expect(record).To(Equal(`{"Admin":["ops"],"Editor":["ann@example.com"],"Viewer":["ops","zoe@example.com"]}`),
 		"sorted, so that an unchanged record compares equal as a string")
 	reversed := slices.Clone(members)
 	slices.Reverse(reversed)
@@ -191,6 +192,23 @@ func TestRolesRecord(t *testing.T) {
 	g.Expect(RolesRecord(nil)).To(Equal(`{}`))
 	_, err = ParseRolesRecord("")
 	g.Expect(err).To(HaveOccurred(), "no record is not an empty one")
+}
+
+func TestDesiredLeavesOutARecordTooLong(t *testing.T) {
+	g := NewWithT(t)
+	var members []Member
+	for len(RolesRecord(members)) <= MaxRolesRecord {
+		for range 500 {
+			members = append(members, Member{Username: fmt.Sprintf("member-%06d@example.com", len(members)), Role: v1alpha1.RoleViewer})
+		}
+	}
+	got := Desired(Input{Customer: "acme", Members: members})
+	member := got.ClusterRoleBindings[len(got.ClusterRoleBindings)-1]
+	g.Expect(member.Name).To(Equal("customer-operator:acme:member"))
+	g.Expect(member.Subjects).To(HaveLen(len(members)))
+	g.Expect(member.Annotations).NotTo(HaveKey(RolesAnnotation),
+		"%d members: the binding must still be written, so the record that would not fit is left out", len(members))
+	g.Expect(len(members)).To(BeNumerically(">", 7000), "the bound is not below what docs/access.md promises")
 }
 
 func TestDesiredMessagesAndNoAdmins(t *testing.T) {
