@@ -50,10 +50,13 @@ func main() {
 	flag.StringVar(&opts.SMTPFrom, "smtp-from", envOr("SMTP_FROM", opts.SMTPFrom), "The From address of mails.")
 	flag.StringVar(&opts.SMTPTLS, "smtp-tls", opts.SMTPTLS,
 		"TLS policy towards the SMTP server: mandatory (STARTTLS required), opportunistic, or none.")
+	flag.StringVar(&opts.SMTPUsername, "smtp-username", opts.SMTPUsername,
+		"The SMTP username (not a secret). Or --smtp-username-file; with neither, $SMTP_USERNAME.")
 	flag.StringVar(&opts.SMTPUsernameFile, "smtp-username-file", opts.SMTPUsernameFile,
-		"A file holding the SMTP username (else $SMTP_USERNAME).")
+		"A file holding the SMTP username (else --smtp-username or $SMTP_USERNAME). A missing file counts as unset.")
 	flag.StringVar(&opts.SMTPPasswordFile, "smtp-password-file", opts.SMTPPasswordFile,
-		"A file holding the SMTP password (else $SMTP_PASSWORD). Never given as a flag value.")
+		"A file holding the SMTP password (else $SMTP_PASSWORD); never a flag value. A missing file counts as unset "+
+			"(an optional key of a mounted Secret).")
 	flag.StringVar(&opts.PortalBindAddress, "portal-bind-address", opts.PortalBindAddress,
 		"The address the invitation portal binds to.")
 	flag.StringVar(&opts.PortalURL, "portal-url", opts.PortalURL,

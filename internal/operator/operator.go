@@ -88,9 +88,12 @@ type Options struct {
 
 	// SMTPAddress (host:port), SMTPFrom, SMTPTLS (mandatory|opportunistic|none),
 	// and the credential files configure outgoing mail.
-	SMTPAddress      string
-	SMTPFrom         string
-	SMTPTLS          string
+	SMTPAddress string
+	SMTPFrom    string
+	SMTPTLS     string
+	// SMTPUsername is --smtp-username; SMTPUsernameFile and SMTPPasswordFile name
+	// files (mail.LoadCredentials).
+	SMTPUsername     string
 	SMTPUsernameFile string
 	SMTPPasswordFile string
 
@@ -490,7 +493,7 @@ func newSender(opts Options) (mail.Sender, error) {
 			return errors.New("no SMTP server configured: set --smtp-address (or $SMTP_ADDRESS)")
 		}), nil
 	}
-	username, password, err := mail.LoadCredentials(opts.SMTPUsernameFile, opts.SMTPPasswordFile)
+	username, password, err := mail.LoadCredentials(opts.SMTPUsername, opts.SMTPUsernameFile, opts.SMTPPasswordFile)
 	if err != nil {
 		return nil, err
 	}
