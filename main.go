@@ -70,9 +70,13 @@ func main() {
 			return err
 		})
 	flag.DurationVar(&opts.InvitationTTL, "invitation-ttl", opts.InvitationTTL, "How long an invitation link works.")
-	var defaultMax int
-	flag.IntVar(&defaultMax, "default-max-projects", int(opts.DefaultMaxProjects),
-		"The project quota of a customer without a CustomerQuota.")
+	flag.Func("default-max-projects",
+		fmt.Sprintf("The project quota of a customer without a CustomerQuota: 0 to %d (default %d).",
+			operator.MaxDefaultMaxProjects, opts.DefaultMaxProjects),
+		func(value string) (err error) {
+			opts.DefaultMaxProjects, err = operator.ParseDefaultMaxProjects(value)
+			return err
+		})
 	flag.StringVar(&opts.UsernamePrefix, "username-prefix", opts.UsernamePrefix,
 		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
 	memoryLimitRatio := 0.9
@@ -81,7 +85,6 @@ func main() {
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
-	opts.DefaultMaxProjects = int32(defaultMax)
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	// API request latency by verb, as Kubernetes' own controllers export it: what

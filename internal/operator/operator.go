@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -519,6 +520,21 @@ func (c closeOnStop) Start(ctx context.Context) error {
 }
 
 func (closeOnStop) NeedLeaderElection() bool { return false }
+
+// MaxDefaultMaxProjects is the largest --default-max-projects: the same bound as
+// a CustomerQuota's spec.maxProjects.
+const MaxDefaultMaxProjects = 100000
+
+// ParseDefaultMaxProjects reads --default-max-projects: a whole number from 0 to
+// MaxDefaultMaxProjects. The error says what is wanted; the flag package names
+// the flag and the value.
+func ParseDefaultMaxProjects(value string) (int32, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(value), 10, 32)
+	if err != nil || n < 0 || n > MaxDefaultMaxProjects {
+		return 0, fmt.Errorf("want a whole number from 0 to %d, as a CustomerQuota's spec.maxProjects", MaxDefaultMaxProjects)
+	}
+	return int32(n), nil
+}
 
 // ParseTrustedProxies reads --portal-trusted-proxies: comma-separated CIDRs or
 // single addresses (a /32 or /128).

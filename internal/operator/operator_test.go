@@ -85,3 +85,18 @@ func TestParseTrustedProxies(t *testing.T) {
 	_, err = ParseTrustedProxies("10.0.0.0/8,ingress-nginx")
 	g.Expect(err).To(MatchError(`"ingress-nginx" is neither a CIDR (10.0.0.0/8) nor an IP address`))
 }
+
+func TestParseDefaultMaxProjects(t *testing.T) {
+	g := NewWithT(t)
+	for value, want := range map[string]int32{"0": 0, "10": 10, " 7 ": 7, "100000": 100000} {
+		got, err := ParseDefaultMaxProjects(value)
+		g.Expect(err).NotTo(HaveOccurred(), value)
+		g.Expect(got).To(Equal(want), value)
+	}
+	// 4294967296 wrapped to 0 and 2147483648 to a negative limit when the flag was
+	// read as an int and converted.
+	for _, value := range []string{"-1", "100001", "2147483648", "4294967296", "ten", "1.5", ""} {
+		_, err := ParseDefaultMaxProjects(value)
+		g.Expect(err).To(MatchError("want a whole number from 0 to 100000, as a CustomerQuota's spec.maxProjects"), value)
+	}
+}
