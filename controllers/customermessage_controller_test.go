@@ -570,6 +570,22 @@ var _ = Describe("CustomerMessage", func() {
 		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
 		Expect(err.Error()).To(ContainSubstring("spec.customer is immutable"))
 
+		By("refusing a blank title in the schema too (CEL), with the webhook out of the way")
+		probe := msgMessage("msg-rules-probe", "msg-rules", v1alpha1.AllMustRead)
+		withoutWebhook("vcustomermessage.customers.partnerops.io", func() {
+			// The API server reloads webhook configurations asynchronously: once eve
+			// may create a message, the webhook is no longer called.
+			Eventually(func() error { return asWriter.Create(ctx, probe.DeepCopy(), client.DryRunAll) }).Should(Succeed())
+			blank := msgMessage("msg-rules-blank", "msg-rules", v1alpha1.AllMustRead)
+			blank.Spec.Title = " \t "
+			err := admin.Create(ctx, blank)
+			Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+			Expect(err.Error()).To(ContainSubstring("spec.title: Required value: must not be empty"))
+		})
+		// And back: later specs count on the webhook.
+		Eventually(func() error { return asWriter.Create(ctx, probe.DeepCopy(), client.DryRunAll) }).
+			Should(MatchError(ContainSubstring("only partners may create CustomerMessages")))
+
 		By("letting a partner fix the title")
 		Expect(msgUpdate("msg-rules-notice", func(m *v1alpha1.CustomerMessage) {
 			m.Spec.Title = "Maintenance moved to Sunday"

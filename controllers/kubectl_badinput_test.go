@@ -73,6 +73,8 @@ var _ = Describe("Bad input via kubectl", func() {
 				[]string{"spec.maxProjects", "greater than or equal to 0"}},
 			{"an over-long message title (201 characters)", message("bad-title", strings.Repeat("t", 201), "body"),
 				[]string{"spec.title", "Too long", "200"}},
+			{"a blank message title", message("bad-blank-title", "   ", "body"),
+				[]string{"spec.title", "Required value", "must not be empty"}},
 			{"a message body over 16 KiB", message("bad-body", "Big", strings.Repeat("é", 8193)),
 				[]string{"spec.body", "16384"}},
 		}
@@ -114,7 +116,7 @@ var _ = Describe("Bad input via kubectl", func() {
 		}
 		err := admin.Get(ctx, types.NamespacedName{Name: "bad-acme"}, &v1alpha1.CustomerQuota{})
 		Expect(apierrors.IsNotFound(err)).To(BeTrue(), "quota: %v", err)
-		for _, name := range []string{"bad-title", "bad-body"} {
+		for _, name := range []string{"bad-title", "bad-blank-title", "bad-body"} {
 			err := admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.CustomerMessage{})
 			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "message %s: %v", name, err)
 		}

@@ -28,6 +28,7 @@ type CustomerName string
 // Role is a member's role within a customer. Each maps to a ClusterRole in the
 // customer's projects: Admin to admin, Editor to edit, Viewer to view.
 // +kubebuilder:validation:Enum=Admin;Editor;Viewer
+// +kubebuilder:validation:MaxLength=16
 type Role string
 
 const (

@@ -6,6 +6,7 @@ import (
 
 // InvitationMode says how a membership becomes active.
 // +kubebuilder:validation:Enum=Email;None
+// +kubebuilder:validation:MaxLength=16
 type InvitationMode string
 
 const (

@@ -6,6 +6,7 @@ import (
 
 // ReadPolicy says when a message counts as resolved.
 // +kubebuilder:validation:Enum=AllMustRead;SingleRead
+// +kubebuilder:validation:MaxLength=16
 type ReadPolicy string
 
 const (
@@ -17,6 +18,7 @@ const (
 
 // NotifyMode says whether recipients are told of a new message by e-mail.
 // +kubebuilder:validation:Enum=None;Email
+// +kubebuilder:validation:MaxLength=16
 type NotifyMode string
 
 const (
@@ -39,6 +41,7 @@ type CustomerMessageSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=200
+	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="must not be empty",reason=FieldValueRequired
 	Title string `json:"title"`
 
 	// body is the message's text, at most 16 KiB (16384 bytes of UTF-8).
