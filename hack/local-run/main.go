@@ -200,6 +200,9 @@ func run(o options, log func(string, ...any)) (err error) {
 
 	managerArgs := append([]string{
 		"--kubeconfig=" + operatorKubeconfig,
+		// Loopback, as every other listener of the local run: the quota webhook
+		// writes reservations, so it is nobody else's to call.
+		"--webhook-host=127.0.0.1",
 		"--webhook-port=" + strconv.Itoa(o.webhookPort),
 		"--webhook-cert-dir=" + webhookCertDir(o),
 		"--metrics-bind-address=" + o.metricsAddr,
@@ -723,7 +726,11 @@ func printSummary(o options, cluster *localcluster.Cluster, operatorKubeconfig, 
 	fmt.Fprintf(w, " invitation portal    http://%s\n", o.portalAddr)
 	fmt.Fprintf(w, " webhooks             https://127.0.0.1:%d (certificates in %s)\n", o.webhookPort, rel(webhookCertDir(o)))
 	fmt.Fprintf(w, " metrics / health     %s / http://%s/readyz\n", o.metricsAddr, o.healthAddr)
-	fmt.Fprintf(w, " logs                 %s/{etcd,kube-apiserver,kube-controller-manager,mailcatcher,manager}.log\n", rel(logs))
+	catcher := ",mailcatcher"
+	if mailUI == "" {
+		catcher = "" // SMTP_ADDRESS: no mail catcher runs
+	}
+	fmt.Fprintf(w, " logs                 %s/{etcd,kube-apiserver,kube-controller-manager%s,manager}.log\n", rel(logs), catcher)
 	fmt.Fprintf(w, "\n Try:\n")
 	fmt.Fprintf(w, "   export KUBECONFIG=%s\n", cluster.KubeconfigPath())
 	fmt.Fprintf(w, "   bin/kubectl apply -f config/samples/\n")
