@@ -15,6 +15,8 @@ ETCD_VERSION="${ETCD_VERSION:-v3.7.0}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${root}/bin/k8s/${KUBE_VERSION}-etcd${ETCD_VERSION}"
 if [[ -f "${out}/.complete" ]]; then
+  # Linked again: another KUBE_VERSION may have been built (and linked) since.
+  ln -sfn "k8s/$(basename "${out}")" "${root}/bin/control-plane"
   echo "${out}"
   exit 0
 fi
