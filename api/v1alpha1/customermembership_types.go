@@ -137,8 +137,10 @@ type CustomerMembershipStatus struct {
 // +kubebuilder:printcolumn:name="Customer",type=string,JSONPath=`.spec.customer`
 // +kubebuilder:printcolumn:name="Email",type=string,JSONPath=`.spec.email`
 // +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.spec.role`
+// +kubebuilder:printcolumn:name="Invited",type=string,JSONPath=`.status.conditions[?(@.type=="Invited")].status`,priority=1
 // +kubebuilder:printcolumn:name="Accepted",type=string,JSONPath=`.status.conditions[?(@.type=="Accepted")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Invitation Expires",type=string,JSONPath=`.status.invitation.expiryTime`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type CustomerMembership struct {
 	metav1.TypeMeta   `json:",inline"`
