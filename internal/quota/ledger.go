@@ -37,7 +37,8 @@ var conflictBackoff = wait.Backoff{Steps: 10, Duration: 5 * time.Millisecond, Fa
 // decides the whole batch again.
 type Ledger struct {
 	// APIReader reads the Customer as stored (uncached): every decision is taken
-	// or validated against the latest reservations, never only a cache's.
+	// or validated against the latest reservations, never only a cache's. It also
+	// reads a CustomerQuota the cache does not have (yet).
 	APIReader client.Reader
 	// Client writes the Customer's status.
 	Client client.Client
@@ -232,6 +233,12 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 		start := time.Now()
 		err = l.Client.Status().Patch(ctx, customer, patch, client.FieldOwner(FieldManager))
 		observeWrite(start, err)
+		if apierrors.IsNotFound(err) {
+			// Deleted since it was read (or only the cache still had it): decided
+			// again from the store, which says CustomerNotFound, not a 500.
+			l.forgetOwnWrite(customerName)
+			return errRetryUncached
+		}
 		if err != nil {
 			l.forgetOwnWrite(customerName)
 			return err
@@ -304,10 +311,18 @@ func (l *Ledger) liveProjects(ctx context.Context, customer string) (sets.Set[st
 	return LiveProjects(list.Items, l.OperatorNamespace), nil
 }
 
-// limit reads the customer's CustomerQuota from the cache.
+// limit reads the customer's CustomerQuota from the cache, and from the API
+// server when the cache has none: a quota applied together with its customer and
+// projects (one kubectl apply, one GitOps sync) may not have reached the cache yet,
+// and judging those projects by --default-max-projects would admit more than the
+// quota allows. Only customers without a quota pay that read.
 func (l *Ledger) limit(ctx context.Context, customer string) (Limit, error) {
 	q := &v1alpha1.CustomerQuota{}
-	if err := l.Cache.Get(ctx, client.ObjectKey{Name: customer}, q); err != nil {
+	err := l.Cache.Get(ctx, client.ObjectKey{Name: customer}, q)
+	if apierrors.IsNotFound(err) && l.APIReader != nil {
+		err = l.APIReader.Get(ctx, client.ObjectKey{Name: customer}, q)
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return LimitFor(nil, l.DefaultMaxProjects), nil
 		}

@@ -356,3 +356,52 @@ func TestLedgerRecordsItsLatencies(t *testing.T) {
 	g.Expect(sampleCount(t, reserveSeconds, "denied")).To(Equal(denied + 1))
 	g.Expect(sampleCount(t, writeSeconds, "ok")).To(Equal(ok+1), "one write: the denial wrote nothing")
 }
+
+// notCached hides the CustomerQuotas from a reader, as a cache that has not seen a
+// quota created together with its customer and projects.
+type notCached struct{ client.Reader }
+
+func (n notCached) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*v1alpha1.CustomerQuota); ok {
+		return apierrors.NewNotFound(v1alpha1.GroupVersion.WithResource("customerquotas").GroupResource(), key.Name)
+	}
+	return n.Reader.Get(ctx, key, obj, opts...)
+}
+
+// A quota applied in the same sync as its projects may reach the API server before
+// the cache: the limit is then the stored quota's, not --default-max-projects.
+func TestLedgerReadsAQuotaTheCacheHasNotSeen(t *testing.T) {
+	g := NewWithT(t)
+	ledger, c := newLedger(t, nil, customerWith(0), quotaOf(1))
+	ledger.Cache = notCached{Reader: c}
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "the stored quota allows 1, the default 10")
+	g.Expect(d.Message()).To(ContainSubstring(`(CustomerQuota "acme")`))
+
+	// Without a quota anywhere, the default applies.
+	g.Expect(c.Delete(context.Background(), quotaOf(1))).To(Succeed())
+	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	g.Expect(d.Limit.Max).To(Equal(int32(10)))
+}
+
+// A Customer deleted from the store that the cache still holds: the reservation
+// write finds nothing, and the answer is DESIGN's CustomerNotFound, not an error.
+func TestLedgerCustomerGoneWhileStillCached(t *testing.T) {
+	g := NewWithT(t)
+	ledger, c := newLedger(t, nil, quotaOf(3))
+	cached := customerWith(0)
+	cached.ResourceVersion = "7"
+	ledger.Cache = &staleCache{Reader: c, customer: cached}
+
+	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(CustomerNotFound))
+	g.Expect(d.Message()).To(Equal(`customer "acme" does not exist (label customers.partnerops.io/customer): create the Customer first`))
+}

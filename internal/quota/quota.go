@@ -201,8 +201,10 @@ func OverQuotaMessage(customer string, used int32, limit Limit) string {
 		customer, used, limit.Max, limit.Source())
 }
 
-// Tally is one customer's slots as admission computes them from the Customer read
-// fresh from the API server and the live projects in this replica's cache:
+// Tally is one customer's slots as admission computes them from the Customer (read
+// from the cache first, its write then guarded by the read's resourceVersion, and
+// read from the API server again after a conflict) and the live projects in this
+// replica's cache:
 //
 //	used = max(live projects in the cache, status.projects) + pending reservations
 //
