@@ -198,10 +198,10 @@ CONTROLLER_TOOLS_VERSION ?= v0.23.0
 # v5.8.2 is the newest kustomize whose go.mod accepts Go 1.26 (v5.8.3 wants Go 1.27).
 KUSTOMIZE_VERSION ?= v5.8.2
 
-# hack/control-plane.sh builds the binaries once and prints their directory.
-# flock keeps two concurrent makes (or a make and a local run) from building
-# into the same directory at once.
-CONTROL_PLANE_SH = $(if $(shell command -v flock 2>/dev/null),flock $(LOCALBIN)/.control-plane.lock )hack/control-plane.sh
+# hack/control-plane.sh builds the binaries once and prints their directory. It
+# takes bin/.control-plane.lock (flock) itself while it builds, so two concurrent
+# makes, or a make and a local run, never build into the same directory at once.
+CONTROL_PLANE_SH = hack/control-plane.sh
 
 .PHONY: controller-gen
 controller-gen: $(LOCALBIN) ## Download controller-gen locally if necessary.

@@ -21,6 +21,20 @@ if [[ -f "${out}/.complete" ]]; then
   exit 0
 fi
 
+# One build at a time, whoever asks (two makes, a make and a direct
+# `go run ./hack/local-run`): the second waits for the lock, then finds the
+# first one's result.
+if command -v flock >/dev/null; then
+  mkdir -p "${root}/bin"
+  exec 9>"${root}/bin/.control-plane.lock"
+  flock 9
+  if [[ -f "${out}/.complete" ]]; then
+    ln -sfn "k8s/$(basename "${out}")" "${root}/bin/control-plane"
+    echo "${out}"
+    exit 0
+  fi
+fi
+
 log() { echo "control-plane: $*" >&2; }
 work="$(mktemp -d)"
 trap 'rm -rf "${work}"' EXIT
