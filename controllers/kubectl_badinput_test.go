@@ -58,6 +58,10 @@ var _ = Describe("Bad input via kubectl", func() {
 				[]string{"spec.email", "should match"}},
 			{"an e-mail with a look-alike domain", membership("bad-mail2", "bad-acme", "dana@exаmple.com", "Viewer"),
 				[]string{"spec.email", "should match"}},
+			// Upper case sends it through the lower-casing webhook first, which must
+			// not make "İ" an "i" (and the address another, valid one).
+			{"a mixed-case e-mail with a dotted capital I in its domain", membership("bad-mail3", "bad-acme", "Dana@Exİmple.com", "Viewer"),
+				[]string{"spec.email", "should match", "exİmple.com"}},
 			{"a look-alike customer reference", membership("bad-ref", "bad-аcme", "dana@example.com", "Viewer"),
 				[]string{"spec.customer", "should match"}},
 			{"an unknown role", membership("bad-role", "bad-acme", "dana@example.com", "Owner"),
@@ -110,7 +114,7 @@ var _ = Describe("Bad input via kubectl", func() {
 			err := admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.Customer{})
 			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "customer %s: %v", name, err)
 		}
-		for _, name := range []string{"bad-mail", "bad-mail2", "bad-ref", "bad-role"} {
+		for _, name := range []string{"bad-mail", "bad-mail2", "bad-mail3", "bad-ref", "bad-role"} {
 			err := admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.CustomerMembership{})
 			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "membership %s: %v", name, err)
 		}

@@ -3,10 +3,9 @@
 package members
 
 import (
-	"strings"
-
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/status"
+	"github.com/partnerops/customer-operator/internal/validation"
 )
 
 // Username is the Kubernetes username a membership grants access to: spec.username,
@@ -15,7 +14,7 @@ func Username(m *v1alpha1.CustomerMembership, prefix string) string {
 	if m.Spec.Username != "" {
 		return m.Spec.Username
 	}
-	return prefix + strings.ToLower(m.Spec.Email)
+	return prefix + validation.LowerASCII(m.Spec.Email)
 }
 
 // InvitationMode is spec.invitation with its default applied.

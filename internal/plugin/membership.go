@@ -143,7 +143,7 @@ func checkRole(role v1alpha1.Role) error {
 // newMembership is a membership named after its customer and e-mail, so that the
 // name says whose it is and a second invite of the same person collides.
 func newMembership(customer, email string, role v1alpha1.Role) *v1alpha1.CustomerMembership {
-	email = strings.ToLower(email)
+	email = validation.LowerASCII(email)
 	return &v1alpha1.CustomerMembership{
 		ObjectMeta: metav1.ObjectMeta{Name: membershipName(customer, email)},
 		Spec: v1alpha1.CustomerMembershipSpec{

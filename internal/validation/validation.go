@@ -105,7 +105,7 @@ func ValidateMembershipUpdate(old, m *v1alpha1.CustomerMembership) field.ErrorLi
 	errs := ValidateMembership(m)
 	errs = append(errs, apivalidation.ValidateImmutableField(m.Spec.Customer, old.Spec.Customer, customerPath)...)
 	errs = append(errs, apivalidation.ValidateImmutableField(
-		strings.ToLower(m.Spec.Email), strings.ToLower(old.Spec.Email), specPath.Child("email"))...)
+		LowerASCII(m.Spec.Email), LowerASCII(old.Spec.Email), specPath.Child("email"))...)
 	errs = append(errs, apivalidation.ValidateImmutableField(m.Spec.Username, old.Spec.Username, specPath.Child("username"))...)
 	errs = append(errs, apivalidation.ValidateImmutableField(
 		invitationOrDefault(m.Spec.Invitation), invitationOrDefault(old.Spec.Invitation), specPath.Child("invitation"))...)
@@ -214,7 +214,9 @@ func ValidateEmail(email string, path *field.Path) field.ErrorList {
 	case !strings.Contains(domain, "."):
 		errs = append(errs, field.Invalid(path, email, "must have a dotted domain, such as example.com"))
 	default:
-		for _, label := range strings.Split(strings.ToLower(domain), ".") {
+		// LowerASCII, not strings.ToLower: that maps U+0130 (İ) and the Kelvin sign
+		// to ASCII letters, and a look-alike domain would pass as a real one.
+		for _, label := range strings.Split(LowerASCII(domain), ".") {
 			if len(validation.IsDNS1123Label(label)) > 0 {
 				errs = append(errs, field.Invalid(path, email, "must have a domain of DNS labels (letters, digits and '-')"))
 				break
@@ -222,6 +224,19 @@ func ValidateEmail(email string, path *field.Path) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// LowerASCII lower-cases the ASCII letters of s and leaves every other rune as
+// it is. E-mail addresses are stored and compared this way: strings.ToLower would
+// turn some non-ASCII letters (İ, the Kelvin sign K) into ASCII ones and so
+// silently change an address into another, valid one instead of refusing it.
+func LowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + ('a' - 'A')
+		}
+		return r
+	}, s)
 }
 
 func validateRole(r v1alpha1.Role, path *field.Path) field.ErrorList {

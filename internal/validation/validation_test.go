@@ -95,6 +95,12 @@ func TestValidateMembership(t *testing.T) {
 			[]string{"FieldValueInvalid spec.email"}},
 		{"two at signs", func(m *v1alpha1.CustomerMembership) { m.Spec.Email = "a@b@example.com" },
 			[]string{"FieldValueInvalid spec.email"}},
+		// strings.ToLower maps both to ASCII letters ("i", "k"): found by
+		// FuzzValidateMembership (testdata/fuzz).
+		{"dotted capital I in the domain", func(m *v1alpha1.CustomerMembership) { m.Spec.Email = "alice@exİmple.com" },
+			[]string{"FieldValueInvalid spec.email"}},
+		{"Kelvin sign in the domain", func(m *v1alpha1.CustomerMembership) { m.Spec.Email = "alice@\u212Aorp.com" },
+			[]string{"FieldValueInvalid spec.email"}},
 		{"system username", func(m *v1alpha1.CustomerMembership) { m.Spec.Username = "system:admin" },
 			[]string{"FieldValueInvalid spec.username"}},
 		{"unknown role", func(m *v1alpha1.CustomerMembership) { m.Spec.Role = "Owner" },
@@ -213,4 +219,11 @@ func TestValidateAcknowledgement(t *testing.T) {
 func TestTextLimitSaysCharacters(t *testing.T) {
 	errs := validateText(strings.Repeat("é", MaxTitle+1), field.NewPath("spec", "title"), MaxTitle)
 	NewWithT(t).Expect(errs.ToAggregate()).To(MatchError(`spec.title: Too long: may not be more than 200 characters`))
+}
+
+func TestLowerASCII(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(LowerASCII("Bob.Smith@ACME.test")).To(Equal("bob.smith@acme.test"))
+	g.Expect(LowerASCII("Alice@Exİmple.COM")).To(Equal("alice@exİmple.com"), "İ stays, to be refused")
+	g.Expect(LowerASCII("\u212Aorp")).To(Equal("\u212Aorp"))
 }

@@ -3,7 +3,6 @@ package webhooks
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -149,7 +148,7 @@ func (v *CustomerMembershipValidator) nonPartnerRules(m *v1alpha1.CustomerMember
 		errs = append(errs, field.Forbidden(membershipInvitationPath,
 			"only partners may create memberships with invitation None; use Email (the default) to invite"))
 	}
-	if def := v.UsernamePrefix + strings.ToLower(m.Spec.Email); m.Spec.Username != "" && m.Spec.Username != def {
+	if def := v.UsernamePrefix + validation.LowerASCII(m.Spec.Email); m.Spec.Username != "" && m.Spec.Username != def {
 		errs = append(errs, field.Forbidden(membershipUsernamePath,
 			fmt.Sprintf("only partners may set a username other than the default %q; leave spec.username unset", def)))
 	}
@@ -187,6 +186,8 @@ var _ admission.Defaulter[*v1alpha1.CustomerMembership] = CustomerMembershipDefa
 
 // Default implements admission.Defaulter.
 func (CustomerMembershipDefaulter) Default(_ context.Context, m *v1alpha1.CustomerMembership) error {
-	m.Spec.Email = strings.ToLower(m.Spec.Email)
+	// ASCII only, as the matchCondition's lowerAscii(): a non-ASCII letter stays,
+	// and the schema's pattern refuses it, naming the field.
+	m.Spec.Email = validation.LowerASCII(m.Spec.Email)
 	return nil
 }

@@ -233,4 +233,10 @@ func TestMembershipDefaulterLowerCasesTheEmail(t *testing.T) {
 	m := cmMembership("acme-bob", "acme", "Bob.Smith@ACME.test", v1alpha1.RoleViewer, "")
 	g.Expect(CustomerMembershipDefaulter{}.Default(context.Background(), m)).To(Succeed())
 	g.Expect(m.Spec.Email).To(Equal("bob.smith@acme.test"))
+
+	// Only ASCII letters: strings.ToLower would turn "İ" into "i" and so store
+	// another, valid address instead of letting the schema refuse this one.
+	m = cmMembership("acme-dana", "acme", "Dana@Exİmple.com", v1alpha1.RoleViewer, "")
+	g.Expect(CustomerMembershipDefaulter{}.Default(context.Background(), m)).To(Succeed())
+	g.Expect(m.Spec.Email).To(Equal("dana@exİmple.com"))
 }
