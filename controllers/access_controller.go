@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -103,7 +102,7 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	// the label off them, but one labelled before the operator was installed (or an
 	// operator namespace the policy does not name) must not make every member of the
 	// customer an admin there.
-	in.Projects = sets.List(quota.LiveProjects(projects.Items, r.OperatorNamespace))
+	in.Projects = quota.LiveProjects(projects.Items, r.OperatorNamespace).Names()
 
 	var messages v1alpha1.CustomerMessageList
 	if err := r.List(ctx, &messages, client.MatchingFields{MessageCustomerIndex: customerName}); err != nil {

@@ -566,13 +566,20 @@ var _ = Describe("Projects", func() {
 			ns := &corev1.Namespace{}
 			Expect(partner.Get(ctx, types.NamespacedName{Name: "pq-move-web"}, ns)).To(Succeed())
 			ns.Labels[v1alpha1.CustomerLabel] = "pq-move-b"
+			moved := time.Now()
 			Expect(partner.Update(ctx, ns)).To(Succeed())
 			By("counting it out of the old customer and into the new one")
 			pqCustomerEventually("pq-move-a", func(g Gomega, c *v1alpha1.Customer) { g.Expect(c.Status.Projects).To(Equal(int32(1))) })
-			pqCustomerEventually("pq-move-b", func(g Gomega, c *v1alpha1.Customer) {
+			// The move's reservation records the namespace's version before the move;
+			// the controller hands it over once it sees a newer one. Before the
+			// reservation could have lapsed (admission timeout + the suite's grace), so
+			// that it was released by that comparison, not by time.
+			Eventually(func(g Gomega) {
+				c := &v1alpha1.Customer{}
+				g.Expect(admin.Get(ctx, types.NamespacedName{Name: "pq-move-b"}, c)).To(Succeed())
 				g.Expect(c.Status.Projects).To(Equal(int32(1)))
 				g.Expect(c.Status.Reservations).To(BeEmpty())
-			})
+			}).WithTimeout(time.Until(moved.Add(quota.AdmissionTimeout + 5*time.Second - time.Second))).Should(Succeed())
 			pqQuotaEventually("pq-move-a", func(g Gomega, q *v1alpha1.CustomerQuota) { g.Expect(q.Status.Used).To(Equal(int32(1))) })
 
 			By("refusing to move another into the now full customer")

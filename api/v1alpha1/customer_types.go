@@ -26,7 +26,8 @@ type CustomerSpec struct {
 }
 
 // ProjectReservation holds one project slot of a customer between the admission of
-// a namespace create and the moment the namespace exists (then it counts as used).
+// a namespace create (or of a relabel into the customer) and the moment the
+// namespace is a project (then it counts as used).
 type ProjectReservation struct {
 	// namespace is the name of the namespace the slot is reserved for.
 	// +required
@@ -38,6 +39,15 @@ type ProjectReservation struct {
 	// the admission timeout plus a grace period after it was made.
 	// +required
 	ExpiresAt metav1.Time `json:"expiresAt"`
+
+	// afterResourceVersion is set when the slot is for an existing namespace being
+	// labelled into this customer (an UPDATE): the namespace's resourceVersion before
+	// that update. The slot passes to status.projects only when the namespace is seen
+	// as a project in a newer version, so that a cache still showing an earlier time
+	// the namespace belonged to this customer does not release it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	AfterResourceVersion string `json:"afterResourceVersion,omitempty"`
 }
 
 // CustomerStatus is the observed state of a Customer.

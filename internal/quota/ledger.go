@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -77,8 +76,8 @@ type ownWrite struct {
 const ownWriteTTL = 10 * time.Second
 
 type slotRequest struct {
-	namespace string
-	done      chan slotResult
+	slot Slot
+	done chan slotResult
 }
 
 type slotResult struct {
@@ -86,13 +85,13 @@ type slotResult struct {
 	err      error
 }
 
-// Reserve decides whether namespace may become a project of customer and, when it
-// needs a slot and one is free, reserves it before returning. A denial is a
-// Decision, not an error; an error means the slot could not be decided.
-func (l *Ledger) Reserve(ctx context.Context, customer, namespace string) (decision Decision, err error) {
+// Reserve decides whether slot's namespace may become a project of customer and,
+// when it needs a slot and one is free, reserves it before returning. A denial is
+// a Decision, not an error; an error means the slot could not be decided.
+func (l *Ledger) Reserve(ctx context.Context, customer string, slot Slot) (decision Decision, err error) {
 	start := time.Now()
 	defer func() { observeReserve(start, decision, err) }()
-	req := &slotRequest{namespace: namespace, done: make(chan slotResult, 1)}
+	req := &slotRequest{slot: slot, done: make(chan slotResult, 1)}
 	l.mu.Lock()
 	if l.queued == nil {
 		l.queued = make(map[string][]*slotRequest)
@@ -115,8 +114,8 @@ func (l *Ledger) Reserve(ctx context.Context, customer, namespace string) (decis
 }
 
 // Check decides like Reserve but reserves nothing: for dry-run requests.
-func (l *Ledger) Check(ctx context.Context, customer, namespace string) (Decision, error) {
-	decisions, err := l.decide(ctx, customer, []string{namespace}, false)
+func (l *Ledger) Check(ctx context.Context, customer string, slot Slot) (Decision, error) {
+	decisions, err := l.decide(ctx, customer, []Slot{slot}, false)
 	if err != nil {
 		return Decision{}, err
 	}
@@ -137,13 +136,13 @@ func (l *Ledger) writeBatches(customer string) {
 		l.queued[customer] = nil
 		l.mu.Unlock()
 
-		namespaces := make([]string, len(batch))
+		slots := make([]Slot, len(batch))
 		for i, req := range batch {
-			namespaces[i] = req.namespace
+			slots[i] = req.slot
 		}
 		// Not any one request's context: the batch serves them all.
 		ctx, cancel := context.WithTimeout(context.Background(), AdmissionTimeout)
-		decisions, err := l.decide(ctx, customer, namespaces, true)
+		decisions, err := l.decide(ctx, customer, slots, true)
 		cancel()
 		if err != nil {
 			logf.Log.WithName("quota").Error(err, "Could not reserve project slots", "customer", customer, "requests", len(batch))
@@ -158,7 +157,7 @@ func (l *Ledger) writeBatches(customer string) {
 	}
 }
 
-// decide decides every namespace in order and, when reserve is set and something
+// decide decides every slot in order and, when reserve is set and something
 // changed, writes the reservations with an optimistic lock.
 //
 // The first attempt reads the Customer from the cache: when it leads to a write,
@@ -167,10 +166,10 @@ func (l *Ledger) writeBatches(customer string) {
 // namespace that holds its slot already, a dry run) has no lock to validate it, so
 // it is taken again from the Customer as stored; so is every attempt after a
 // conflict.
-func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []string, reserve bool) ([]Decision, error) {
+func (l *Ledger) decide(ctx context.Context, customerName string, slots []Slot, reserve bool) ([]Decision, error) {
 	var decisions []Decision
 	all := func(outcome Outcome) {
-		decisions = make([]Decision, len(namespaces))
+		decisions = make([]Decision, len(slots))
 		for i := range decisions {
 			decisions[i] = Decision{Outcome: outcome, Customer: customerName}
 		}
@@ -215,9 +214,9 @@ func (l *Ledger) decide(ctx context.Context, customerName string, namespaces []s
 		now := l.now()
 		expiresAt := ExpiresAt(now, l.TTL)
 		tally := NewTally(customer, live, now)
-		decisions = make([]Decision, len(namespaces))
-		for i, ns := range namespaces {
-			decisions[i] = tally.Admit(ns, limit, expiresAt)
+		decisions = make([]Decision, len(slots))
+		for i, slot := range slots {
+			decisions[i] = tally.Admit(slot, limit, expiresAt)
 		}
 		if !reserve || !tally.Changed() {
 			if fromCache {
@@ -302,7 +301,7 @@ func (l *Ledger) forgetOwnWrite(customer string) {
 }
 
 // liveProjects reads the customer's live projects from the cache.
-func (l *Ledger) liveProjects(ctx context.Context, customer string) (sets.Set[string], error) {
+func (l *Ledger) liveProjects(ctx context.Context, customer string) (Projects, error) {
 	var list corev1.NamespaceList
 	if err := l.Cache.List(ctx, &list, client.MatchingFields{NamespaceCustomerIndex: customer},
 		client.UnsafeDisableDeepCopy); err != nil {

@@ -3,6 +3,7 @@ package quota
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -89,7 +90,7 @@ func TestLedgerAdmitsExactlyTheQuotaUnderConcurrency(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 100 {
 		wg.Go(func() {
-			d, err := ledger.Reserve(context.Background(), "acme", fmt.Sprintf("acme-%d", i))
+			d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: fmt.Sprintf("acme-%d", i)})
 			g.Expect(err).NotTo(HaveOccurred())
 			if d.Allowed() {
 				admitted.Add(1)
@@ -125,16 +126,16 @@ func TestLedgerReadsTheQuotaAndLiveProjects(t *testing.T) {
 	ledger, _ := newLedger(t, nil, customerWith(1), quota, project("acme-web", "acme"), terminating,
 		project("other-web", "other"))
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-api")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-api"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved), "the terminating project does not count")
 
-	d, err = ledger.Reserve(context.Background(), "acme", "acme-db")
+	d, err = ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-db"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota))
 	g.Expect(d.Message()).To(Equal(`customer "acme" has 2 of 2 projects (CustomerQuota "acme"); ask your partner to raise spec.maxProjects`))
 
-	d, err = ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err = ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(AlreadyCounted), "re-creating an existing project is not a quota matter")
 }
@@ -142,7 +143,7 @@ func TestLedgerReadsTheQuotaAndLiveProjects(t *testing.T) {
 func TestLedgerCheckReservesNothing(t *testing.T) {
 	g := NewWithT(t)
 	ledger, c := newLedger(t, nil, customerWith(0))
-	d, err := ledger.Check(context.Background(), "acme", "acme-web")
+	d, err := ledger.Check(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
 
@@ -159,11 +160,11 @@ func TestLedgerMissingOrDeletingCustomer(t *testing.T) {
 	deleting.Finalizers = []string{v1alpha1.CustomerFinalizer}
 	ledger, _ := newLedger(t, nil, deleting)
 
-	d, err := ledger.Reserve(context.Background(), "nope", "nope-web")
+	d, err := ledger.Reserve(context.Background(), "nope", Slot{Namespace: "nope-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(CustomerNotFound))
 
-	d, err = ledger.Reserve(context.Background(), "leaving", "leaving-web")
+	d, err = ledger.Reserve(context.Background(), "leaving", Slot{Namespace: "leaving-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(CustomerDeleting))
 }
@@ -191,7 +192,7 @@ func TestLedgerDecidesAgainAfterAConflict(t *testing.T) {
 	ledger, c := newLedger(t, funcs, customerWith(0), quota)
 	ledgerClient = c
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota), "decided again on the fresh read, which has no free slot")
 
@@ -209,7 +210,7 @@ func TestLedgerGivesUpAfterBoundedConflicts(t *testing.T) {
 		},
 	}
 	ledger, _ := newLedger(t, funcs, customerWith(0))
-	_, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	_, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(apierrors.IsConflict(err)).To(BeTrue(), "got %v", err)
 }
 
@@ -248,7 +249,7 @@ func TestLedgerStaleCacheMissingAReservationConflicts(t *testing.T) {
 	cache := &staleCache{Reader: c, customer: stale}
 	ledger.Cache = cache
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota), "acme-api's reservation holds the only slot")
 	g.Expect(cache.reads.Load()).To(Equal(int32(1)), "the cache is tried once, then the store decides")
@@ -264,7 +265,7 @@ func TestLedgerDenialFromTheCacheIsConfirmed(t *testing.T) {
 	cache := &staleCache{Reader: c, customer: customerWith(0, reservation("acme-api", t0.Add(time.Minute)))}
 	ledger.Cache = cache
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
 	var stored v1alpha1.Customer
@@ -282,7 +283,7 @@ func TestLedgerCurrentCacheWritesOnce(t *testing.T) {
 		apiReads.Add(1)
 		return c.Get(ctx, key, obj, opts...)
 	})
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
 	g.Expect(writes.Load()).To(Equal(int32(1)))
@@ -312,7 +313,7 @@ func TestLedgerStartsFromItsOwnWriteWhileTheCacheLags(t *testing.T) {
 	ledger.Cache = &staleCache{Reader: c, customer: &initial} // never sees a write
 
 	for _, ns := range []string{"acme-web", "acme-api"} {
-		d, err := ledger.Reserve(context.Background(), "acme", ns)
+		d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: ns})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(d.Outcome).To(Equal(Reserved), ns)
 	}
@@ -320,7 +321,7 @@ func TestLedgerStartsFromItsOwnWriteWhileTheCacheLags(t *testing.T) {
 	g.Expect(conflicts.Load()).To(BeZero())
 
 	// The third is over quota: a denial is confirmed from the store, which has both.
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-db")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-db"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota))
 	var stored v1alpha1.Customer
@@ -345,10 +346,10 @@ func TestLedgerRecordsItsLatencies(t *testing.T) {
 	reserved, denied := sampleCount(t, reserveSeconds, "reserved"), sampleCount(t, reserveSeconds, "denied")
 	ok := sampleCount(t, writeSeconds, "ok")
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
-	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	d, err = ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-api"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota))
 
@@ -375,17 +376,17 @@ func TestLedgerReadsAQuotaTheCacheHasNotSeen(t *testing.T) {
 	ledger, c := newLedger(t, nil, customerWith(0), quotaOf(1))
 	ledger.Cache = notCached{Reader: c}
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
-	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	d, err = ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-api"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota), "the stored quota allows 1, the default 10")
 	g.Expect(d.Message()).To(ContainSubstring(`(CustomerQuota "acme")`))
 
 	// Without a quota anywhere, the default applies.
 	g.Expect(c.Delete(context.Background(), quotaOf(1))).To(Succeed())
-	d, err = ledger.Reserve(context.Background(), "acme", "acme-api")
+	d, err = ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-api"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(Reserved))
 	g.Expect(d.Limit.Max).To(Equal(int32(10)))
@@ -400,8 +401,52 @@ func TestLedgerCustomerGoneWhileStillCached(t *testing.T) {
 	cached.ResourceVersion = "7"
 	ledger.Cache = &staleCache{Reader: c, customer: cached}
 
-	d, err := ledger.Reserve(context.Background(), "acme", "acme-web")
+	d, err := ledger.Reserve(context.Background(), "acme", Slot{Namespace: "acme-web"})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(CustomerNotFound))
 	g.Expect(d.Message()).To(Equal(`customer "acme" does not exist (label customers.partnerops.io/customer): create the Customer first`))
+}
+
+// A partner removes the customer label of a project and puts it back before the
+// cache has seen the removal: the request's old object (unlabelled) is newer than
+// the cached copy (still a project). The ledger must reserve a slot instead of
+// finding the namespace counted; otherwise, once the cache sees the removal, the
+// slot looks free, is given to a create, and the namespace comes back on top of it.
+func TestLedgerRelabelAgainstAStaleCache(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	quota := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: v1alpha1.CustomerQuotaSpec{Customer: "acme", MaxProjects: ptr.To[int32](3)}}
+	ledger, c := newLedger(t, nil, customerWith(2), quota, project("acme-web", "acme"), project("acme-db", "acme"))
+
+	cached := &corev1.Namespace{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme-web"}, cached)).To(Succeed())
+	// The label removal was stored at the next version; the cache still shows the one before.
+	removedAt, err := strconv.ParseUint(cached.ResourceVersion, 10, 64)
+	g.Expect(err).NotTo(HaveOccurred())
+	removed := strconv.FormatUint(removedAt+1, 10)
+
+	d, err := ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-web", After: removed})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved), "the cached copy predates the request's old object")
+	customer := &v1alpha1.Customer{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme"}, customer)).To(Succeed())
+	g.Expect(customer.Status.Reservations).To(ConsistOf(HaveField("AfterResourceVersion", removed)))
+
+	// The cache (and the controller) now see the removal: acme-web is no project,
+	// status.projects says 1. The reservation keeps acme-web's slot.
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme-web"}, cached)).To(Succeed())
+	delete(cached.Labels, v1alpha1.CustomerLabel)
+	g.Expect(c.Update(ctx, cached)).To(Succeed())
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme"}, customer)).To(Succeed())
+	customer.Status.Projects = 1
+	customer.Status.Reservations = Pending(customer.Status.Reservations, Projects{"acme-db": "1"}, t0)
+	g.Expect(c.Status().Update(ctx, customer)).To(Succeed())
+
+	d, err = ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-api"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	d, err = ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-x"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "acme-db, acme-api and the relabelled acme-web fill the quota of 3")
 }

@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"k8s.io/apimachinery/pkg/util/sets"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -62,18 +63,57 @@ func IsSystemNamespace(name, operatorNamespace string) bool {
 		(operatorNamespace != "" && name == operatorNamespace)
 }
 
-// LiveProjects returns the names of the namespaces that count against a quota:
-// not system namespaces, and not being deleted (a terminating project stops
-// counting as soon as its deletion has started).
-func LiveProjects(namespaces []corev1.Namespace, operatorNamespace string) sets.Set[string] {
-	live := sets.New[string]()
+// Projects are a customer's live projects as one cache shows them: each name with
+// the resourceVersion the cache holds.
+type Projects map[string]string
+
+// LiveProjects returns the namespaces that count against a quota: not system
+// namespaces, and not being deleted (a terminating project stops counting as soon
+// as its deletion has started).
+func LiveProjects(namespaces []corev1.Namespace, operatorNamespace string) Projects {
+	live := make(Projects, len(namespaces))
 	for i := range namespaces {
 		ns := &namespaces[i]
 		if ns.DeletionTimestamp.IsZero() && !IsSystemNamespace(ns.Name, operatorNamespace) {
-			live.Insert(ns.Name)
+			live[ns.Name] = ns.ResourceVersion
 		}
 	}
 	return live
+}
+
+// Has reports whether name is a live project.
+func (p Projects) Has(name string) bool {
+	_, ok := p[name]
+	return ok
+}
+
+// Len is the number of live projects.
+func (p Projects) Len() int { return len(p) }
+
+// Names returns the live projects' names, sorted.
+func (p Projects) Names() []string { return sets.List(sets.KeySet(p)) }
+
+// HasAfter reports whether name is a live project in a version newer than after
+// (any version when after is empty). A version that cannot be compared is not
+// newer: the caller then keeps counting a slot it may not need, never the other
+// way round.
+func (p Projects) HasAfter(name, after string) bool {
+	rv, ok := p[name]
+	if !ok || after == "" {
+		return ok
+	}
+	cmp, err := resourceversion.CompareResourceVersion(rv, after)
+	return err == nil && cmp > 0
+}
+
+// Covers reports whether the reservation's namespace counts as a live project, so
+// that the reservation no longer holds a slot of its own: the namespace is live,
+// and for a relabelled namespace, in a version newer than the one the relabel
+// replaced. A cache that still shows the namespace from an earlier time in this
+// customer (before its label was removed or moved, and put back) does not cover
+// it.
+func (p Projects) Covers(r v1alpha1.ProjectReservation) bool {
+	return p.HasAfter(r.Namespace, r.AfterResourceVersion)
 }
 
 // Limit is the cap in force for a customer and where it comes from.
@@ -116,12 +156,12 @@ func Expired(r v1alpha1.ProjectReservation, now time.Time) bool {
 	return !now.Before(r.ExpiresAt.Time)
 }
 
-// Pending returns the reservations that still hold a slot: not expired, and whose
-// namespace is not a live project yet. Everything else may be released.
-func Pending(reservations []v1alpha1.ProjectReservation, live sets.Set[string], now time.Time) []v1alpha1.ProjectReservation {
+// Pending returns the reservations that still hold a slot: not expired, and not
+// covered by a live project (Projects.Covers). Everything else may be released.
+func Pending(reservations []v1alpha1.ProjectReservation, live Projects, now time.Time) []v1alpha1.ProjectReservation {
 	var pending []v1alpha1.ProjectReservation
 	for _, r := range reservations {
-		if !Expired(r, now) && !live.Has(r.Namespace) {
+		if !Expired(r, now) && !live.Covers(r) {
 			pending = append(pending, r)
 		}
 	}
@@ -214,7 +254,7 @@ func OverQuotaMessage(customer string, used int32, limit Limit) string {
 // counts covers a cache that is ahead of the controller's instead.
 type Tally struct {
 	customer     string
-	live         sets.Set[string]
+	live         Projects
 	projects     int32
 	reservations []v1alpha1.ProjectReservation
 	now          time.Time
@@ -225,7 +265,7 @@ type Tally struct {
 // one) from what a write would store, but do not cause a write by themselves;
 // reservations of live projects are kept for the controller to release together
 // with status.projects, but do not count twice.
-func NewTally(customer *v1alpha1.Customer, live sets.Set[string], now time.Time) *Tally {
+func NewTally(customer *v1alpha1.Customer, live Projects, now time.Time) *Tally {
 	t := &Tally{customer: customer.Name, live: live, projects: customer.Status.Projects, now: now}
 	for _, r := range customer.Status.Reservations {
 		if !Expired(r, now) {
@@ -239,30 +279,42 @@ func NewTally(customer *v1alpha1.Customer, live sets.Set[string], now time.Time)
 func (t *Tally) Used() int32 {
 	used := max(int32(t.live.Len()), t.projects)
 	for _, r := range t.reservations {
-		if !t.live.Has(r.Namespace) {
+		if !t.live.Covers(r) {
 			used++
 		}
 	}
 	return used
 }
 
-// Admit decides one namespace against limit and, when it needs a new slot and one
-// is free, reserves it until expiresAt.
-func (t *Tally) Admit(namespace string, limit Limit, expiresAt metav1.Time) Decision {
+// Admit decides one slot against limit and, when it needs a new slot and one is
+// free, reserves it until expiresAt.
+//
+// For a CREATE, a namespace the cache shows live is a re-applied create (the API
+// server answers AlreadyExists). For an UPDATE that labels an existing namespace
+// into the customer, the request's old object says that the namespace is not a
+// project of this customer now, so a cached copy counts only if it is newer than
+// that old object: an older one shows a time before the label was removed or
+// moved away, which the cache has not caught up with.
+func (t *Tally) Admit(slot Slot, limit Limit, expiresAt metav1.Time) Decision {
 	d := Decision{Customer: t.customer, Used: t.Used(), Limit: limit}
-	if t.live.Has(namespace) {
+	if t.live.HasAfter(slot.Namespace, slot.After) {
 		d.Outcome = AlreadyCounted
 		return d
 	}
 	for i := range t.reservations {
 		r := &t.reservations[i]
-		if r.Namespace != namespace {
+		if r.Namespace != slot.Namespace {
 			continue
 		}
 		// A create of the same name again: one slot, held until the later deadline,
-		// so that the newer request cannot land after its reservation lapsed.
+		// so that the newer request cannot land after its reservation lapsed; and
+		// until the cache shows the namespace after the newer request's old object.
 		if r.ExpiresAt.Before(&expiresAt) {
 			r.ExpiresAt = expiresAt
+			t.changed = true
+		}
+		if newerVersion(slot.After, r.AfterResourceVersion) {
+			r.AfterResourceVersion = slot.After
 			t.changed = true
 		}
 		d.Outcome = AlreadyReserved
@@ -274,11 +326,36 @@ func (t *Tally) Admit(namespace string, limit Limit, expiresAt metav1.Time) Deci
 	case len(t.reservations) >= MaxReservations:
 		d.Outcome = TooManyPending
 	default:
-		t.reservations = append(t.reservations, v1alpha1.ProjectReservation{Namespace: namespace, ExpiresAt: expiresAt})
+		t.reservations = append(t.reservations, v1alpha1.ProjectReservation{
+			Namespace: slot.Namespace, ExpiresAt: expiresAt, AfterResourceVersion: slot.After})
 		t.changed = true
 		d.Outcome = Reserved
 	}
 	return d
+}
+
+// Slot is one request for a project slot.
+type Slot struct {
+	// Namespace is the namespace that is to become a project.
+	Namespace string
+	// After is, for an UPDATE that labels an existing namespace into the
+	// customer, the resourceVersion of the request's old object; empty for a
+	// CREATE.
+	After string
+}
+
+// newerVersion reports whether resourceVersion a is to replace b as a
+// reservation's afterResourceVersion: b is empty, or a is newer. Versions that
+// cannot be compared keep the later request's, which waits for it to be passed.
+func newerVersion(a, b string) bool {
+	if a == "" || a == b {
+		return false
+	}
+	if b == "" {
+		return true
+	}
+	cmp, err := resourceversion.CompareResourceVersion(a, b)
+	return err != nil || cmp > 0
 }
 
 // Changed reports whether the reservations differ from the Customer's.

@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/utils/ptr"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -17,6 +16,15 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func reservation(ns string, expiresAt time.Time) v1alpha1.ProjectReservation {
 	return v1alpha1.ProjectReservation{Namespace: ns, ExpiresAt: metav1.NewTime(expiresAt)}
+}
+
+// projects is a cache's view of live projects, each at resourceVersion 10.
+func projects(names ...string) Projects {
+	p := Projects{}
+	for _, n := range names {
+		p[n] = "10"
+	}
+	return p
 }
 
 func customerWith(projects int32, reservations ...v1alpha1.ProjectReservation) *v1alpha1.Customer {
@@ -45,12 +53,13 @@ func TestLiveProjects(t *testing.T) {
 	g := NewWithT(t)
 	deleting := metav1.NewTime(t0)
 	got := LiveProjects([]corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: "acme-web"}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "acme-web", ResourceVersion: "7"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "acme-old", DeletionTimestamp: &deleting}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
 		{ObjectMeta: metav1.ObjectMeta{Name: "ops"}},
 	}, "ops")
-	g.Expect(sets.List(got)).To(Equal([]string{"acme-web"}))
+	g.Expect(got).To(Equal(Projects{"acme-web": "7"}))
+	g.Expect(got.Names()).To(Equal([]string{"acme-web"}))
 }
 
 func TestLimitFor(t *testing.T) {
@@ -104,7 +113,7 @@ func TestPendingAndNextExpiry(t *testing.T) {
 	}
 	// "terminating-namesake" exists but is being deleted: not live, so its
 	// reservation still holds (a create admitted for the name may land later).
-	live := sets.New("landed")
+	live := projects("landed")
 	tests := []struct {
 		name string
 		now  time.Time
@@ -147,7 +156,7 @@ func TestTallyUsed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			g.Expect(NewTally(tt.customer, sets.New(tt.live...), t0).Used()).To(Equal(tt.want))
+			g.Expect(NewTally(tt.customer, projects(tt.live...), t0).Used()).To(Equal(tt.want))
 		})
 	}
 }
@@ -185,8 +194,8 @@ func TestTallyAdmit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			g := NewWithT(t)
-			tally := NewTally(tt.customer, sets.New(tt.live...), t0)
-			d := tally.Admit(tt.namespace, limit, later)
+			tally := NewTally(tt.customer, projects(tt.live...), t0)
+			d := tally.Admit(Slot{Namespace: tt.namespace}, limit, later)
 			g.Expect(d.Outcome).To(Equal(tt.want))
 			g.Expect(d.Used).To(Equal(tt.used))
 			g.Expect(d.Allowed()).To(Equal(tt.want != OverQuota))
@@ -196,12 +205,60 @@ func TestTallyAdmit(t *testing.T) {
 	}
 }
 
+// A namespace labelled into the customer by an UPDATE while this cache still shows
+// it from an earlier time in the customer (its label was removed or moved away,
+// and is being put back; the cache has not seen the removal yet): the cached copy
+// is older than the request's old object, so it neither makes the namespace
+// "already counted" nor, later, releases the slot reserved for it.
+func TestRelabelAgainstAStaleCache(t *testing.T) {
+	limit := Limit{Max: 2, Quota: "acme"}
+	expires := metav1.NewTime(t0.Add(time.Minute))
+	relabel := Slot{Namespace: "a", After: "12"} // the old object, unlabelled, is at 12
+	t.Run("the stale copy does not count the namespace", func(t *testing.T) {
+		g := NewWithT(t)
+		// The cache shows a at 10, from before the label was removed at 12; b is new.
+		tally := NewTally(customerWith(1), projects("a"), t0)
+		d := tally.Admit(relabel, limit, expires)
+		g.Expect(d.Outcome).To(Equal(Reserved), "a slot for a, which is in no term of the count now")
+		g.Expect(tally.Reservations()).To(Equal([]v1alpha1.ProjectReservation{
+			{Namespace: "a", ExpiresAt: expires, AfterResourceVersion: "12"}}))
+		// Until the cache has caught up, a counts twice: on the safe side.
+		g.Expect(tally.Used()).To(Equal(int32(2)))
+		g.Expect(tally.Admit(Slot{Namespace: "b"}, limit, expires).Outcome).To(Equal(OverQuota))
+	})
+	t.Run("a copy newer than the old object counts it", func(t *testing.T) {
+		g := NewWithT(t)
+		tally := NewTally(customerWith(1), Projects{"a": "13"}, t0)
+		g.Expect(tally.Admit(relabel, limit, expires).Outcome).To(Equal(AlreadyCounted))
+		g.Expect(tally.Changed()).To(BeFalse())
+	})
+	t.Run("the reservation is released only by a newer copy", func(t *testing.T) {
+		g := NewWithT(t)
+		held := []v1alpha1.ProjectReservation{{Namespace: "a", ExpiresAt: expires, AfterResourceVersion: "12"}}
+		g.Expect(Pending(held, Projects{"a": "10"}, t0)).To(Equal(held), "the stale copy")
+		g.Expect(Pending(held, Projects{"a": "12"}, t0)).To(Equal(held), "the old object itself")
+		g.Expect(Pending(held, Projects{}, t0)).To(Equal(held), "the removal seen")
+		g.Expect(Pending(held, Projects{"a": "13"}, t0)).To(BeEmpty(), "the relabel seen")
+		g.Expect(Pending(held, Projects{"a": "not-a-version"}, t0)).To(Equal(held), "incomparable: held until it lapses")
+	})
+	t.Run("the same namespace relabelled again waits for the later update", func(t *testing.T) {
+		g := NewWithT(t)
+		created := reservation("a", t0.Add(30*time.Second)) // a create of a, admitted earlier
+		tally := NewTally(customerWith(0, created), Projects{}, t0)
+		g.Expect(tally.Admit(relabel, limit, expires).Outcome).To(Equal(AlreadyReserved))
+		g.Expect(tally.Reservations()).To(Equal([]v1alpha1.ProjectReservation{
+			{Namespace: "a", ExpiresAt: expires, AfterResourceVersion: "12"}}))
+		g.Expect(tally.Admit(Slot{Namespace: "a", After: "11"}, limit, expires).Outcome).To(Equal(AlreadyReserved))
+		g.Expect(tally.Reservations()[0].AfterResourceVersion).To(Equal("12"), "an older version does not replace a newer one")
+	})
+}
+
 func TestTallyAdmitsExactlyTheFreeSlots(t *testing.T) {
 	g := NewWithT(t)
-	tally := NewTally(customerWith(3), sets.New("a", "b", "c"), t0)
+	tally := NewTally(customerWith(3), projects("a", "b", "c"), t0)
 	admitted := 0
 	for i := range 20 {
-		if tally.Admit(string(rune('d'+i)), Limit{Max: 10}, metav1.NewTime(t0.Add(time.Minute))).Allowed() {
+		if tally.Admit(Slot{Namespace: string(rune('d' + i))}, Limit{Max: 10}, metav1.NewTime(t0.Add(time.Minute))).Allowed() {
 			admitted++
 		}
 	}
@@ -215,7 +272,7 @@ func TestTallyRefusesPastMaxReservations(t *testing.T) {
 	for i := range MaxReservations {
 		reservations = append(reservations, reservation(string(rune(0x4e00+i)), t0.Add(time.Minute)))
 	}
-	d := NewTally(customerWith(0, reservations...), sets.New[string](), t0).Admit("one-more", Limit{Max: 5000}, metav1.NewTime(t0.Add(time.Minute)))
+	d := NewTally(customerWith(0, reservations...), Projects{}, t0).Admit(Slot{Namespace: "one-more"}, Limit{Max: 5000}, metav1.NewTime(t0.Add(time.Minute)))
 	g.Expect(d.Outcome).To(Equal(TooManyPending))
 	g.Expect(d.Message()).To(ContainSubstring("retry"))
 }

@@ -63,10 +63,10 @@ const podSecurityLabelPrefix = "pod-security.kubernetes.io/"
 
 // ProjectSlots decides project quota (quota.Ledger).
 type ProjectSlots interface {
-	// Reserve decides and, if admitted, reserves a slot for namespace.
-	Reserve(ctx context.Context, customer, namespace string) (quota.Decision, error)
+	// Reserve decides and, if admitted, reserves a slot for the namespace.
+	Reserve(ctx context.Context, customer string, slot quota.Slot) (quota.Decision, error)
 	// Check decides without reserving (dry-run).
-	Check(ctx context.Context, customer, namespace string) (quota.Decision, error)
+	Check(ctx context.Context, customer string, slot quota.Slot) (quota.Decision, error)
 }
 
 // NamespaceValidator admits projects: namespaces labelled
@@ -163,7 +163,7 @@ func (v *NamespaceValidator) ValidateCreate(ctx context.Context, ns *corev1.Name
 			return nil, denyNamespace(ns.Name, "%s", violations.ToAggregate())
 		}
 	}
-	return nil, v.admitProject(ctx, req, ns.Name, customer, true)
+	return nil, v.admitProject(ctx, req, customer, quota.Slot{Namespace: ns.Name}, true)
 }
 
 // ValidateUpdate implements admission.Validator. Only a change of the customer label
@@ -203,7 +203,10 @@ func (v *NamespaceValidator) ValidateUpdate(ctx context.Context, old, ns *corev1
 	if customer == "" {
 		return nil, emptyCustomerLabel(ns.Name)
 	}
-	return nil, v.admitProject(ctx, req, ns.Name, customer, false)
+	// The old object's version tells the ledger that a cached copy of the namespace
+	// as a project of this customer (a label removed or moved and now put back) is
+	// out of date, so that it reserves a slot instead of finding one counted.
+	return nil, v.admitProject(ctx, req, customer, quota.Slot{Namespace: ns.Name, After: old.ResourceVersion}, false)
 }
 
 // ValidateDelete implements admission.Validator; the webhook is not registered for
@@ -231,12 +234,13 @@ func (v *NamespaceValidator) validatePlainCreate(ctx context.Context, ns *corev1
 
 // admitProject decides the quota: it reserves a slot (or, for a dry-run, only
 // checks that one is free).
-func (v *NamespaceValidator) admitProject(ctx context.Context, req admission.Request, name, customer string, create bool) error {
+func (v *NamespaceValidator) admitProject(ctx context.Context, req admission.Request, customer string, slot quota.Slot, create bool) error {
+	name := slot.Namespace
 	slots := v.Slots.Reserve
 	if req.DryRun != nil && *req.DryRun {
 		slots = v.Slots.Check
 	}
-	decision, err := slots(ctx, customer, name)
+	decision, err := slots(ctx, customer, slot)
 	if err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("could not decide the project quota of customer %q, retry: %w", customer, err))
 	}

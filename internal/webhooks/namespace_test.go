@@ -38,19 +38,23 @@ type nsSlots struct {
 	outcome  quota.Outcome
 	reserved []string
 	checked  []string
+	// slots are the requests as the ledger got them, reserved and checked.
+	slots []quota.Slot
 }
 
 func (s *nsSlots) decision(customer string) quota.Decision {
 	return quota.Decision{Outcome: s.outcome, Customer: customer, Used: 2, Limit: quota.Limit{Max: 2, Quota: customer}}
 }
 
-func (s *nsSlots) Reserve(_ context.Context, customer, namespace string) (quota.Decision, error) {
-	s.reserved = append(s.reserved, customer+"/"+namespace)
+func (s *nsSlots) Reserve(_ context.Context, customer string, slot quota.Slot) (quota.Decision, error) {
+	s.reserved = append(s.reserved, customer+"/"+slot.Namespace)
+	s.slots = append(s.slots, slot)
 	return s.decision(customer), nil
 }
 
-func (s *nsSlots) Check(_ context.Context, customer, namespace string) (quota.Decision, error) {
-	s.checked = append(s.checked, customer+"/"+namespace)
+func (s *nsSlots) Check(_ context.Context, customer string, slot quota.Slot) (quota.Decision, error) {
+	s.checked = append(s.checked, customer+"/"+slot.Namespace)
+	s.slots = append(s.slots, slot)
 	return s.decision(customer), nil
 }
 
@@ -256,7 +260,9 @@ func TestNamespaceUpdate(t *testing.T) {
 			g := NewWithT(t)
 			// The namespace exists (it is an update): that must not excuse a move over quota.
 			f := newNamespaceFixture(t, tt.outcome, tt.old.DeepCopy())
-			_, err := f.validator.ValidateUpdate(asUser(tt.user, admissionv1.Update, false), tt.old, tt.ns)
+			old := tt.old.DeepCopy()
+			old.ResourceVersion = "41"
+			_, err := f.validator.ValidateUpdate(asUser(tt.user, admissionv1.Update, false), old, tt.ns)
 			if tt.wantErr == "" {
 				g.Expect(err).NotTo(HaveOccurred())
 			} else {
@@ -265,6 +271,11 @@ func TestNamespaceUpdate(t *testing.T) {
 			}
 			g.Expect(f.partners.asked).To(Equal(tt.wantAsked), "SubjectAccessReviews")
 			g.Expect(f.slots.reserved).To(Equal(tt.wantReserve), "reservations")
+			for _, slot := range f.slots.slots {
+				// What tells the ledger that a cached copy of the namespace in this
+				// customer (a label removed and put back) is out of date.
+				g.Expect(slot.After).To(Equal("41"), "the old object's resourceVersion goes with the slot")
+			}
 		})
 	}
 }
