@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -222,5 +223,48 @@ var _ = Describe("GitOps (config/samples/gitops)", Ordered, func() {
 		}
 		Consistently(mails, 3*time.Second, 200*time.Millisecond).
 			Should(Equal(totalMails), "a re-sync sends no mail")
+	})
+
+	It("keeps Git's annotations in the Argo CD layout and never prunes a project there", func() {
+		argocd := map[string]*unstructured.Unstructured{}
+		for _, obj := range objs {
+			argocd[obj.GetKind()+"/"+obj.GetName()] = obj
+		}
+		described := 0
+		for _, stage := range []string{"customers", "access", "projects"} {
+			for _, base := range renderKustomization("config/samples/gitops/" + stage) {
+				obj := argocd[base.GetKind()+"/"+base.GetName()]
+				Expect(obj).NotTo(BeNil(), "%s %s is in the Argo CD layout", base.GetKind(), base.GetName())
+				for key, value := range base.GetAnnotations() {
+					Expect(obj.GetAnnotations()).To(HaveKeyWithValue(key, value), "the sync-wave patch keeps %s", key)
+					described++
+				}
+				Expect(obj.GetAnnotations()).To(HaveKey("argocd.argoproj.io/sync-wave"))
+				if obj.GetKind() == "Namespace" {
+					Expect(obj.GetAnnotations()).To(HaveKeyWithValue("argocd.argoproj.io/sync-options", "Prune=false"))
+				}
+			}
+		}
+		Expect(described).To(BeNumerically(">", 0), "the samples hold an annotation to keep")
+	})
+
+	It("lets the garbage collector finish a prune by foreground deletion (Argo CD's default)", func() {
+		// Foreground deletion puts the foregroundDeletion finalizer on the object;
+		// the garbage collector (kube-controller-manager, neither a partner nor a
+		// member) removes it with an update that the webhooks must let through.
+		var pruned []*unstructured.Unstructured
+		for _, obj := range objs {
+			switch obj.GetKind() {
+			case "CustomerMembership", "CustomerQuota", "CustomerMessage":
+				Expect(gitops.Delete(ctx, obj.DeepCopy(), client.PropagationPolicy(metav1.DeletePropagationForeground))).To(Succeed())
+				pruned = append(pruned, obj)
+			}
+		}
+		Expect(pruned).To(HaveLen(7))
+		for _, obj := range pruned {
+			Eventually(func() bool {
+				return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(obj), obj.DeepCopy()))
+			}).Should(BeTrue(), "%s %s is gone, not left being deleted", obj.GetKind(), obj.GetName())
+		}
 	})
 })

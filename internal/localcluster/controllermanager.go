@@ -150,7 +150,7 @@ func StartControllerManager(ctx context.Context, opts ControllerManagerOptions) 
 			"--secure-port=" + strconv.Itoa(port),
 			"--cert-dir=" + filepath.Join(opts.Dir, "serving-certs"),
 			"--leader-elect=false",
-			"--use-service-account-credentials=false",
+			"--use-service-account-credentials=true",
 			"--controllers=" + strings.Join(controllers, ","),
 		}
 		if opts.ServiceAccountKeyFile != "" {

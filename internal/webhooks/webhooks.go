@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -61,6 +62,18 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 				UsernamePrefix: opts.UsernamePrefix, Now: opts.Now,
 			}).Complete(),
 	)
+}
+
+// finishingDeletion reports whether an UPDATE only finishes a deletion that was
+// admitted already: the object is being deleted and its spec is unchanged. That is
+// how the garbage collector removes the foregroundDeletion and orphan finalizers
+// (Argo CD prunes with foreground deletion, kubectl delete --cascade=foreground
+// and orphan do the same) and how other controllers remove theirs. None of them
+// is a partner or a member, and refusing them would leave the object being
+// deleted for ever. The API server lets no new finalizer onto an object being
+// deleted, so such an update can only let go of it.
+func finishingDeletion(old client.Object, oldSpec, newSpec any) bool {
+	return old.GetDeletionTimestamp() != nil && equality.Semantic.DeepEqual(oldSpec, newSpec)
 }
 
 // invalid turns field errors into the API's 422 Invalid error, which names each
