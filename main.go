@@ -77,6 +77,8 @@ func main() {
 			opts.DefaultMaxProjects, err = operator.ParseDefaultMaxProjects(value)
 			return err
 		})
+	flag.BoolVar(&opts.RequireProjectPrefix, "require-project-prefix", opts.RequireProjectPrefix,
+		"Let a customer's Admins create only projects named <customer>-<name> (partners name namespaces freely); config/manager sets it.")
 	flag.StringVar(&opts.UsernamePrefix, "username-prefix", opts.UsernamePrefix,
 		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
 	memoryLimitRatio := 0.9

@@ -172,6 +172,7 @@ var _ = Describe("The rendered config/default", func() {
 		Expect(c.Resources.Limits).To(HaveKey(corev1.ResourceMemory))
 		Expect(c.Args).To(ContainElement("--leader-elect"))
 		Expect(c.Args).To(ContainElement("--metrics-secure"))
+		Expect(c.Args).To(ContainElement("--require-project-prefix"), "Admins cannot take names the partner installs into")
 		Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "true"}))
 
 		namespaces := ofKind[corev1.Namespace](objs, "Namespace")

@@ -428,6 +428,10 @@ var _ = Describe("Projects", func() {
 			labelled.Labels["istio-injection"] = "enabled"
 			pqDenied(bob.Create(ctx, labelled), `metadata.labels[istio-injection]: Forbidden: only partners may set labels other than`)
 
+			By("a name that is not the customer's (--require-project-prefix, as config/manager runs it)")
+			pqDenied(bob.Create(ctx, newProject("monitoring", customer)),
+				`metadata.name: Invalid value: "monitoring": a customer's Admins may create only projects named pq-admin-<name> (--require-project-prefix)`)
+
 			By("a system name, which the webhook never sees: the ValidatingAdmissionPolicy refuses it")
 			Eventually(func() error {
 				return bob.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-pq-escape"}})

@@ -63,6 +63,8 @@ var _ = BeforeSuite(func() {
 	// A project create that was admitted and then failed frees its slot after
 	// 5s + this grace: short, so the spec that proves it waits seconds, not a minute.
 	opts.ReservationGrace = 5 * time.Second
+	// As config/manager runs it: a customer's Admins name projects <customer>-<name>.
+	opts.RequireProjectPrefix = true
 	// Invitations go to a real SMTP server in this process; the portal listens on
 	// a fixed free port so that the links in its mails open it.
 	mailServer, err = mailtest.NewServer()

@@ -118,6 +118,9 @@ type Options struct {
 	ReservationGrace time.Duration
 	// UsernamePrefix is put before spec.email to make a member's default username.
 	UsernamePrefix string
+	// RequireProjectPrefix confines a customer's Admins to projects named
+	// "<customer>-...": other names stay the partner's to give out.
+	RequireProjectPrefix bool
 
 	// PartnerCacheTTL is how long a "is this requester a partner" answer is reused.
 	PartnerCacheTTL time.Duration
@@ -308,6 +311,8 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		DefaultMaxProjects: opts.DefaultMaxProjects,
 		ReservationGrace:   opts.ReservationGrace,
 		OperatorNamespace:  opts.Namespace,
+
+		RequireProjectPrefix: opts.RequireProjectPrefix,
 	}); err != nil {
 		return nil, fmt.Errorf("setting up webhooks: %w", err)
 	}

@@ -89,6 +89,12 @@ type NamespaceValidator struct {
 	Slots ProjectSlots
 	// UsernamePrefix is --username-prefix.
 	UsernamePrefix string
+	// RequireProjectPrefix confines a customer's Admins to projects named
+	// "<customer>-...": a name like argocd or another customer's globex-web, taken
+	// by an Admin first, would later receive what the partner installs or syncs
+	// there, with the Admin holding admin rights (and any RoleBinding they made)
+	// inside. Partners name namespaces freely.
+	RequireProjectPrefix bool
 }
 
 var _ admission.Validator[*corev1.Namespace] = &NamespaceValidator{}
@@ -125,6 +131,8 @@ func setupNamespaceWebhook(mgr ctrl.Manager, opts Options) error {
 			Partners:       opts.Partners,
 			Slots:          ledger,
 			UsernamePrefix: opts.UsernamePrefix,
+
+			RequireProjectPrefix: opts.RequireProjectPrefix,
 		}).Complete()
 }
 
@@ -150,6 +158,15 @@ func (v *NamespaceValidator) ValidateCreate(ctx context.Context, ns *corev1.Name
 		return nil, err
 	}
 	violations := projectMetadataViolations(ns)
+	if v.RequireProjectPrefix {
+		nameViolation, err := v.projectNameViolation(ctx, ns.Name, customer)
+		if err != nil {
+			return nil, err
+		}
+		if nameViolation != nil {
+			violations = append(violations, nameViolation)
+		}
+	}
 	if !admin || len(violations) > 0 {
 		partner, err := v.isPartner(ctx, user)
 		if err != nil {
@@ -212,6 +229,35 @@ func (v *NamespaceValidator) ValidateUpdate(ctx context.Context, old, ns *corev1
 // ValidateDelete implements admission.Validator; the webhook is not registered for
 // DELETE (the Customer's finalizer and counts handle deleted projects).
 func (v *NamespaceValidator) ValidateDelete(context.Context, *corev1.Namespace) (admission.Warnings, error) {
+	return nil, nil
+}
+
+// projectNameViolation checks a project's name against --require-project-prefix:
+// it must start with "<customer>-", and not with the prefix of another customer
+// whose name starts with this one's (acme's Admin may not take acme-eu-web, the
+// name customer acme-eu's projects would have).
+func (v *NamespaceValidator) projectNameViolation(ctx context.Context, name, customer string) (*field.Error, error) {
+	path := field.NewPath("metadata", "name")
+	prefix := customer + "-"
+	if !strings.HasPrefix(name, prefix) {
+		return field.Invalid(path, name, fmt.Sprintf(
+			"a customer's Admins may create only projects named %s<name> (--require-project-prefix); other names are for a partner to create", prefix)), nil
+	}
+	for i := len(prefix); i < len(name); i++ {
+		if name[i] != '-' {
+			continue
+		}
+		other := name[:i]
+		err := v.Cache.Get(ctx, client.ObjectKey{Name: other}, &v1alpha1.Customer{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, apierrors.NewInternalError(fmt.Errorf("reading customer %q: %w", other, err))
+		}
+		return field.Invalid(path, name, fmt.Sprintf(
+			"names starting with %s- are for the projects of customer %q (--require-project-prefix); choose another name after %s", other, other, prefix)), nil
+	}
 	return nil, nil
 }
 

@@ -279,3 +279,43 @@ func TestNamespaceUpdate(t *testing.T) {
 		})
 	}
 }
+
+// With --require-project-prefix a customer's Admin cannot take a name the partner
+// may later install or sync something into (argocd, another customer's
+// globex-web); partners name namespaces freely.
+func TestNamespaceCreateProjectPrefix(t *testing.T) {
+	tests := []struct {
+		name, user, namespace string
+		require               bool
+		wantErr               string
+	}{
+		{name: "an Admin's project named for the customer", user: "alice@acme.test", namespace: "acme-web", require: true},
+		{name: "an Admin takes a tool's name", user: "alice@acme.test", namespace: "argocd", require: true,
+			wantErr: `metadata.name: Invalid value: "argocd": a customer's Admins may create only projects named acme-<name> (--require-project-prefix)`},
+		{name: "the customer's name without the dash", user: "alice@acme.test", namespace: "acmeweb", require: true,
+			wantErr: `metadata.name: Invalid value: "acmeweb"`},
+		{name: "another customer's prefix, which starts with this one's", user: "alice@acme.test", namespace: "acme-eu-web", require: true,
+			wantErr: `metadata.name: Invalid value: "acme-eu-web": names starting with acme-eu- are for the projects of customer "acme-eu"`},
+		{name: "a name that only looks like another customer's", user: "alice@acme.test", namespace: "acme-euro", require: true},
+		{name: "a dash further on that names no customer", user: "alice@acme.test", namespace: "acme-web-eu", require: true},
+		{name: "a partner names it freely", user: "system:admin", namespace: "argocd", require: true},
+		{name: "off (the binary's default): any name", user: "alice@acme.test", namespace: "argocd"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := NewWithT(t)
+			f := newNamespaceFixture(t, quota.Reserved,
+				&v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: "acme-eu"}})
+			f.validator.RequireProjectPrefix = tt.require
+			_, err := f.validator.ValidateCreate(asUser(tt.user, admissionv1.Create, false), acmeProject(tt.namespace))
+			if tt.wantErr == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(f.slots.reserved).To(Equal([]string{"acme/" + tt.namespace}))
+				return
+			}
+			g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "want 403, got %v", err)
+			g.Expect(err.Error()).To(ContainSubstring(tt.wantErr))
+			g.Expect(f.slots.reserved).To(BeEmpty(), "no slot for a refused name")
+		})
+	}
+}

@@ -39,6 +39,9 @@ type Options struct {
 	ReservationGrace time.Duration
 	// OperatorNamespace is the operator's own namespace: never a project.
 	OperatorNamespace string
+	// RequireProjectPrefix confines a customer's Admins to projects named
+	// "<customer>-..." (--require-project-prefix).
+	RequireProjectPrefix bool
 }
 
 // SetupWithManager registers every webhook of the operator with mgr's webhook server.
