@@ -252,18 +252,18 @@ var _ = Describe("CustomerMessage", func() {
 		By("refusing a partner acknowledging in someone else's name too")
 		expectDenied(admin.Create(ctx, msgAck("forged-by-admin", "msg-forge-admins", alice)), "must be your own username")
 
-		By("refusing someone who is no member")
+		By("refusing someone who is no member, in the words for a missing message (nothing about the customer)")
 		expectDenied(msgUser(mallory).Create(ctx, msgAck("by-mallory", "msg-forge-admins", mallory)),
-			`"mallory@forge.example" is not a recipient of CustomerMessage "msg-forge-admins"`,
-			`addressed to the active members in role(s) [Admin] of customer "msg-forge"`)
+			`spec.message: CustomerMessage "msg-forge-admins" does not exist, or its customer has no active member "mallory@forge.example"`)
 
-		By("refusing a member of a role the message does not address")
+		By("refusing a member of a role the message does not address, saying whom it addresses")
 		expectDenied(msgUser(bob).Create(ctx, msgAck("by-bob", "msg-forge-admins", bob)),
-			`"bob@forge.example" is not a recipient`)
+			`"bob@forge.example" is not a recipient of CustomerMessage "msg-forge-admins"`,
+			`addressed to the active members in role(s) [Admin] of customer "msg-forge"`)
 
 		By("refusing an unknown message")
 		expectDenied(msgUser(alice).Create(ctx, msgAck("of-nothing", "msg-forge-nothing", alice)),
-			`spec.message: CustomerMessage "msg-forge-nothing" does not exist`)
+			`spec.message: CustomerMessage "msg-forge-nothing" does not exist, or its customer has no active member "alice@forge.example"`)
 
 		By("reserving nothing for a dry-run that is admitted")
 		Expect(msgUser(alice).Create(ctx, msgAck("dry", "msg-forge-admins", alice), client.DryRunAll)).To(Succeed())

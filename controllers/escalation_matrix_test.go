@@ -360,7 +360,7 @@ var _ = Describe("Escalation matrix", func() {
 			}, []string{rbac, `cannot get resource "customermessages"`}},
 			{escMemberB, "acknowledge customer A's message", "webhook", func() error {
 				return memberB.Create(ctx, msgAck("esc-ack-bea", notice.Name, escMemberB))
-			}, []string{`"bea@esc-b.test" is not a recipient of CustomerMessage "esc-a-notice"`}},
+			}, []string{`spec.message: CustomerMessage "esc-a-notice" does not exist, or its customer has no active member "bea@esc-b.test"`}},
 
 			// Someone with namespace write rights who is no partner: admission alone.
 			{escNSEditor, "label another team's namespace into customer A", "webhook", func() error {

@@ -15,6 +15,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/controllers"
+	"github.com/partnerops/customer-operator/internal/members"
 	"github.com/partnerops/customer-operator/internal/messages"
 	"github.com/partnerops/customer-operator/internal/validation"
 )
@@ -79,7 +80,7 @@ func (v *MessageAcknowledgementValidator) ValidateCreate(ctx context.Context, a 
 		msg := &v1alpha1.CustomerMessage{}
 		if err := v.APIReader.Get(ctx, types.NamespacedName{Name: a.Spec.Message}, msg); err != nil {
 			if apierrors.IsNotFound(err) {
-				return forbidden("messageacknowledgements", a.Name, "spec.message: CustomerMessage %q does not exist", a.Spec.Message)
+				return noSuchMessage(a)
 			}
 			return apierrors.NewInternalError(fmt.Errorf("reading CustomerMessage %q: %w", a.Spec.Message, err))
 		}
@@ -116,13 +117,17 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 		return forbidden("messageacknowledgements", a.Name, format, args...)
 	}
 	user := a.Spec.User
-	if !msg.DeletionTimestamp.IsZero() {
-		return deny("spec.message: CustomerMessage %q is being deleted", msg.Name)
-	}
-
-	recipient, err := v.isRecipient(ctx, msg, user)
+	recipient, member, err := v.isRecipient(ctx, msg, user)
 	if err != nil {
 		return err
+	}
+	if !member {
+		// Everyone may create acknowledgements, so what this answers must not tell
+		// a stranger which messages exist or whose they are.
+		return noSuchMessage(a)
+	}
+	if !msg.DeletionTimestamp.IsZero() {
+		return deny("spec.message: CustomerMessage %q is being deleted", msg.Name)
 	}
 	if !recipient {
 		return deny("%q is not a recipient of CustomerMessage %q: it is addressed to the active members%s of customer %q",
@@ -185,20 +190,37 @@ const maxReservations = 1000
 
 // isRecipient reports whether user is an active member of the message's customer
 // (which must exist) in a role the message addresses.
-func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *v1alpha1.CustomerMessage, user string) (bool, error) {
+// isRecipient reports whether user is a recipient of msg, and whether they are an
+// active member of its customer at all (who may then read the message).
+func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *v1alpha1.CustomerMessage, user string) (recipient, member bool, err error) {
 	customer := &v1alpha1.Customer{}
 	if err := v.Reader.Get(ctx, types.NamespacedName{Name: string(msg.Spec.Customer)}, customer); err != nil {
 		if apierrors.IsNotFound(err) {
-			return false, nil
+			return false, false, nil
 		}
-		return false, apierrors.NewInternalError(fmt.Errorf("reading customer %q: %w", msg.Spec.Customer, err))
+		return false, false, apierrors.NewInternalError(fmt.Errorf("reading customer %q: %w", msg.Spec.Customer, err))
 	}
 	var memberships v1alpha1.CustomerMembershipList
 	if err := v.Reader.List(ctx, &memberships,
 		client.MatchingFields{controllers.MembershipCustomerIndex: string(msg.Spec.Customer)}); err != nil {
-		return false, apierrors.NewInternalError(fmt.Errorf("listing memberships: %w", err))
+		return false, false, apierrors.NewInternalError(fmt.Errorf("listing memberships: %w", err))
 	}
-	return messages.Recipients(msg, memberships.Items, v.UsernamePrefix).Has(user), nil
+	for i := range memberships.Items {
+		m := &memberships.Items[i]
+		if members.IsActive(m) && members.Username(m, v.UsernamePrefix) == user {
+			member = true
+			break
+		}
+	}
+	return messages.Recipients(msg, memberships.Items, v.UsernamePrefix).Has(user), member, nil
+}
+
+// noSuchMessage is the denial for a message that does not exist and for one of a
+// customer the user is no active member of: the same words, so that nobody learns
+// other customers' message names or which customer a message belongs to.
+func noSuchMessage(a *v1alpha1.MessageAcknowledgement) error {
+	return forbidden("messageacknowledgements", a.Name,
+		"spec.message: CustomerMessage %q does not exist, or its customer has no active member %q", a.Spec.Message, a.Spec.User)
 }
 
 // reserve records the user's acknowledgement in the message's status, under the

@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -14,11 +15,10 @@ import (
 	"github.com/partnerops/customer-operator/controllers"
 )
 
-// A SingleRead message is resolved by its first stored acknowledgement even before
-// the status lists it and after its reservation lapsed (no controller ran in
-// between, as after a failover): a second reader is refused, not admitted.
-func TestSingleReadRefusesASecondReaderWhileTheFirstIsNotListedYet(t *testing.T) {
-	g := NewWithT(t)
+// ackValidator is a validator over a fake API server with customer acme, its
+// SingleRead message acme-notice (acknowledged by ann, whose reservation lapsed),
+// and two active members, ann (Admin) and eve (Editor).
+func ackValidator(t *testing.T) (*MessageAcknowledgementValidator, metav1.Time) {
 	scheme := testScheme(t)
 	published := metav1.NewTime(cmCreated.Add(time.Hour))
 	msg := &v1alpha1.CustomerMessage{
@@ -45,11 +45,39 @@ func TestSingleReadRefusesASecondReaderWhileTheFirstIsNotListedYet(t *testing.T)
 		}).Build()
 	v := &MessageAcknowledgementValidator{Reader: c, APIReader: c, Writer: c,
 		Now: func() time.Time { return published.Add(10 * time.Minute) }}
+	return v, published
+}
 
+// A SingleRead message is resolved by its first stored acknowledgement even before
+// the status lists it and after its reservation lapsed (no controller ran in
+// between, as after a failover): a second reader is refused, not admitted.
+func TestSingleReadRefusesASecondReaderWhileTheFirstIsNotListedYet(t *testing.T) {
+	g := NewWithT(t)
+	v, _ := ackValidator(t)
 	_, err := v.ValidateCreate(cmAs("eve@acme.test", admissionv1.Create), &v1alpha1.MessageAcknowledgement{
 		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice-eve"},
 		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "acme-notice", User: "eve@acme.test"},
 	})
 	g.Expect(err).To(MatchError(ContainSubstring(
 		`CustomerMessage "acme-notice" is already resolved for everyone by "ann@acme.test" (SingleRead); there is nothing left to acknowledge`)))
+}
+
+// Anyone may create acknowledgements, so the denial must not tell a stranger which
+// messages exist or whose they are: a message of a customer they are no member of
+// reads exactly like a missing one.
+func TestAcknowledgementDenialHidesOtherCustomersMessages(t *testing.T) {
+	g := NewWithT(t)
+	v, _ := ackValidator(t)
+	ack := func(message string) error {
+		_, err := v.ValidateCreate(cmAs("sam@globex.test", admissionv1.Create), &v1alpha1.MessageAcknowledgement{
+			ObjectMeta: metav1.ObjectMeta{Name: "by-sam"},
+			Spec:       v1alpha1.MessageAcknowledgementSpec{Message: message, User: "sam@globex.test"},
+		})
+		return err
+	}
+	existing, missing := ack("acme-notice"), ack("acme-nothing")
+	g.Expect(existing).To(MatchError(
+		`messageacknowledgements.customers.partnerops.io "by-sam" is forbidden: spec.message: CustomerMessage "acme-notice" does not exist, or its customer has no active member "sam@globex.test"`))
+	g.Expect(strings.Replace(missing.Error(), "acme-nothing", "acme-notice", 1)).To(Equal(existing.Error()))
+	g.Expect(existing.Error()).NotTo(ContainSubstring("acme\""), "the customer is not named")
 }
