@@ -273,8 +273,9 @@ func (c *Cluster) ensurePKI(pki, serviceRange string) error {
 	if err != nil {
 		return err
 	}
-	// The controllers need to delete anything in a namespace: as in kind's
-	// --use-service-account-credentials=false setup, they run as system:masters.
+	// kube-controller-manager's own identity: it creates the controllers'
+	// ServiceAccounts and their tokens (the controllers themselves run as those,
+	// --use-service-account-credentials, as in kubeadm and kind).
 	if _, err := ensureLeaf(pki, "controller-manager", ca, leafSpec{
 		commonName:   "system:kube-controller-manager",
 		organization: []string{"system:masters"},

@@ -72,7 +72,7 @@ func (v *CustomerMembershipValidator) ValidateCreate(ctx context.Context, m *v1a
 // take over another customer's membership nor move one to their customer.
 // An update that only finishes a deletion passes (finishingDeletion).
 func (v *CustomerMembershipValidator) ValidateUpdate(ctx context.Context, old, m *v1alpha1.CustomerMembership) (admission.Warnings, error) {
-	if finishingDeletion(old, old.Spec, m.Spec) {
+	if finishingDeletion(old, m, old.Spec, m.Spec) {
 		return nil, nil
 	}
 	if err := invalid("CustomerMembership", m.Name, validation.ValidateMembershipUpdate(old, m)); err != nil {

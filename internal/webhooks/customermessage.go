@@ -35,7 +35,7 @@ func (v *CustomerMessageValidator) ValidateCreate(ctx context.Context, m *v1alph
 // ValidateUpdate implements admission.Validator. An update that only finishes a
 // deletion passes (finishingDeletion).
 func (v *CustomerMessageValidator) ValidateUpdate(ctx context.Context, old, m *v1alpha1.CustomerMessage) (admission.Warnings, error) {
-	if finishingDeletion(old, old.Spec, m.Spec) {
+	if finishingDeletion(old, m, old.Spec, m.Spec) {
 		return nil, nil
 	}
 	if err := invalid("CustomerMessage", m.Name, validation.ValidateMessageUpdate(old, m)); err != nil {

@@ -36,7 +36,7 @@ func (v *CustomerQuotaValidator) ValidateCreate(ctx context.Context, q *v1alpha1
 // ValidateUpdate implements admission.Validator. An update that only finishes a
 // deletion passes (finishingDeletion).
 func (v *CustomerQuotaValidator) ValidateUpdate(ctx context.Context, old, q *v1alpha1.CustomerQuota) (admission.Warnings, error) {
-	if finishingDeletion(old, old.Spec, q.Spec) {
+	if finishingDeletion(old, q, old.Spec, q.Spec) {
 		return nil, nil
 	}
 	if err := v.requirePartner(ctx, q, "update"); err != nil {

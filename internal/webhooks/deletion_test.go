@@ -34,6 +34,14 @@ func TestFinishingADeletionPasses(t *testing.T) {
 		raised.MaxProjects = ptr.To[int32](30)
 		_, err = v.ValidateUpdate(gc, old, &v1alpha1.CustomerQuota{ObjectMeta: deleting, Spec: *raised})
 		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "a spec change stays a partner's, deleting or not: %v", err)
+		relabelled := *finished.DeepCopy()
+		relabelled.Labels = map[string]string{"team": "b"}
+		_, err = v.ValidateUpdate(gc, old, &v1alpha1.CustomerQuota{ObjectMeta: relabelled, Spec: spec})
+		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "so does a label change: %v", err)
+		held := *deleting.DeepCopy()
+		held.Finalizers = append(held.Finalizers, "example.com/hold")
+		_, err = v.ValidateUpdate(gc, old, &v1alpha1.CustomerQuota{ObjectMeta: held, Spec: spec})
+		g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "and a finalizer added: %v", err)
 		live := metav1.ObjectMeta{Name: "acme", Labels: map[string]string{"team": "a"}}
 		_, err = v.ValidateUpdate(gc, &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"}, Spec: spec},
 			&v1alpha1.CustomerQuota{ObjectMeta: live, Spec: spec})

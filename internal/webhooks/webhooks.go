@@ -7,11 +7,13 @@ package webhooks
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -68,15 +70,26 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 }
 
 // finishingDeletion reports whether an UPDATE only finishes a deletion that was
-// admitted already: the object is being deleted and its spec is unchanged. That is
-// how the garbage collector removes the foregroundDeletion and orphan finalizers
-// (Argo CD prunes with foreground deletion, kubectl delete --cascade=foreground
-// and orphan do the same) and how other controllers remove theirs. None of them
-// is a partner or a member, and refusing them would leave the object being
-// deleted for ever. The API server lets no new finalizer onto an object being
-// deleted, so such an update can only let go of it.
-func finishingDeletion(old client.Object, oldSpec, newSpec any) bool {
-	return old.GetDeletionTimestamp() != nil && equality.Semantic.DeepEqual(oldSpec, newSpec)
+// admitted already: the object is being deleted, and the update removes
+// finalizers and changes nothing else (spec, labels, annotations, owner
+// references). That is how the garbage collector removes the foregroundDeletion
+// and orphan finalizers (Argo CD prunes with foreground deletion, kubectl delete
+// --cascade=foreground and orphan do the same) and how other controllers remove
+// theirs. None of them is a partner or a member, and refusing them would leave
+// the object being deleted for ever.
+func finishingDeletion(old, updated client.Object, oldSpec, newSpec any) bool {
+	if old.GetDeletionTimestamp() == nil || !equality.Semantic.DeepEqual(oldSpec, newSpec) ||
+		!maps.Equal(old.GetLabels(), updated.GetLabels()) || !maps.Equal(old.GetAnnotations(), updated.GetAnnotations()) ||
+		!equality.Semantic.DeepEqual(old.GetOwnerReferences(), updated.GetOwnerReferences()) {
+		return false
+	}
+	held := sets.New(old.GetFinalizers()...)
+	for _, f := range updated.GetFinalizers() {
+		if !held.Has(f) {
+			return false
+		}
+	}
+	return true
 }
 
 // invalid turns field errors into the API's 422 Invalid error, which names each
