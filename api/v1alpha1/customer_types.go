@@ -42,9 +42,11 @@ type ProjectReservation struct {
 
 	// afterResourceVersion is set when the slot is for an existing namespace being
 	// labelled into this customer (an UPDATE): the namespace's resourceVersion before
-	// that update. The slot passes to status.projects only when the namespace is seen
-	// as a project in a newer version, so that a cache still showing an earlier time
-	// the namespace belonged to this customer does not release it.
+	// that update; or for a create of a name whose deleted namespace a cache still
+	// showed: that copy's resourceVersion. The slot passes to status.projects only
+	// when the namespace is seen as a project in a newer version, so that a cache
+	// still showing an earlier time the name belonged to this customer does not
+	// release it.
 	// +optional
 	// +kubebuilder:validation:MaxLength=64
 	AfterResourceVersion string `json:"afterResourceVersion,omitempty"`

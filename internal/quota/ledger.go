@@ -206,6 +206,9 @@ func (l *Ledger) decide(ctx context.Context, customerName string, slots []Slot, 
 		if err != nil {
 			return err
 		}
+		if err := l.outdateGoneProjects(ctx, slots, live); err != nil {
+			return err
+		}
 		limit, err := l.limit(ctx, customerName)
 		if err != nil {
 			return err
@@ -298,6 +301,32 @@ func (l *Ledger) forgetOwnWrite(customer string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.written, customer)
+}
+
+// outdateGoneProjects looks at the creates of a name that the cache shows as a
+// live project: usually a re-applied create of an existing namespace (the API
+// server answers AlreadyExists), which needs no slot. But a namespace of that
+// name may be gone, and this create a new one, while the cache still shows the
+// old: it then needs a slot like any create, held until the cache shows a
+// version newer than the old one. So the name is read from the API server (only
+// on this path), and a namespace that is not there turns the slot into one that
+// waits for a version after the cached copy's.
+func (l *Ledger) outdateGoneProjects(ctx context.Context, slots []Slot, live Projects) error {
+	for i := range slots {
+		slot := &slots[i]
+		if slot.After != "" || !live.Has(slot.Namespace) {
+			continue
+		}
+		err := l.APIReader.Get(ctx, client.ObjectKey{Name: slot.Namespace}, &corev1.Namespace{})
+		if apierrors.IsNotFound(err) {
+			slot.After = live[slot.Namespace]
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading namespace %q: %w", slot.Namespace, err)
+		}
+	}
+	return nil
 }
 
 // liveProjects reads the customer's live projects from the cache.

@@ -450,3 +450,75 @@ func TestLedgerRelabelAgainstAStaleCache(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(d.Outcome).To(Equal(OverQuota), "acme-db, acme-api and the relabelled acme-web fill the quota of 3")
 }
+
+// staleNamespaces is a cache that still lists namespaces the API server has
+// deleted (its watch is behind).
+type staleNamespaces struct {
+	client.Reader
+	gone []corev1.Namespace
+}
+
+func (s staleNamespaces) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if err := s.Reader.List(ctx, list, opts...); err != nil {
+		return err
+	}
+	if nsList, ok := list.(*corev1.NamespaceList); ok {
+		nsList.Items = append(nsList.Items, s.gone...)
+	}
+	return nil
+}
+
+// A project is deleted and a new namespace of the same name created while the
+// cache still shows the old one: the create needs a slot like any other (the
+// old namespace's no longer counts), held until the cache shows the new one.
+// Taken as already counted, it let one more create in once the cache saw the
+// deletion: a, b and c against a quota of 2.
+func TestLedgerCreateOfANameTheCacheStillShows(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	quota := &v1alpha1.CustomerQuota{ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec: v1alpha1.CustomerQuotaSpec{Customer: "acme", MaxProjects: ptr.To[int32](2)}}
+	ledger, c := newLedger(t, nil, customerWith(2), quota, project("acme-b", "acme"))
+	old := project("acme-a", "acme")
+	old.ResourceVersion = "5"
+	ledger.Cache = staleNamespaces{Reader: c, gone: []corev1.Namespace{*old}}
+
+	d, err := ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-a"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "the stale acme-a still counts until the cache sees it go: on the safe side")
+
+	// The controller saw the deletion (status.projects 1); this cache has not yet.
+	customer := &v1alpha1.Customer{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme"}, customer)).To(Succeed())
+	customer.Status.Projects = 1
+	g.Expect(c.Status().Update(ctx, customer)).To(Succeed())
+	ledger.Cache = c // the cache catches up with the deletion
+
+	d, err = ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-a"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(Reserved))
+	d, err = ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-c"})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(d.Outcome).To(Equal(OverQuota), "acme-b and the new acme-a fill the quota of 2")
+
+	t.Run("a reservation made while the cache still showed the old namespace waits for a newer one", func(t *testing.T) {
+		g := NewWithT(t)
+		ledger, c := newLedger(t, nil, customerWith(1), quota)
+		ledger.Cache = staleNamespaces{Reader: c, gone: []corev1.Namespace{*old}}
+		d, err := ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-a"})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.Outcome).To(Equal(Reserved), "not AlreadyCounted: acme-a is gone from the API server")
+		customer := &v1alpha1.Customer{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme"}, customer)).To(Succeed())
+		g.Expect(customer.Status.Reservations).To(ConsistOf(HaveField("AfterResourceVersion", "5")))
+		g.Expect(Pending(customer.Status.Reservations, Projects{"acme-a": "5"}, t0)).To(HaveLen(1), "the old copy does not release it")
+		g.Expect(Pending(customer.Status.Reservations, Projects{"acme-a": "9"}, t0)).To(BeEmpty(), "the new namespace does")
+	})
+	t.Run("a re-applied create of a namespace that exists needs no slot", func(t *testing.T) {
+		g := NewWithT(t)
+		ledger, _ := newLedger(t, nil, customerWith(2), quota, project("acme-a", "acme"), project("acme-b", "acme"))
+		d, err := ledger.Reserve(ctx, "acme", Slot{Namespace: "acme-a"})
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(d.Outcome).To(Equal(AlreadyCounted))
+	})
+}

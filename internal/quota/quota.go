@@ -339,8 +339,9 @@ type Slot struct {
 	// Namespace is the namespace that is to become a project.
 	Namespace string
 	// After is, for an UPDATE that labels an existing namespace into the
-	// customer, the resourceVersion of the request's old object; empty for a
-	// CREATE.
+	// customer, the resourceVersion of the request's old object; for a CREATE,
+	// empty, or (set by the ledger) the version of a deleted namespace of that
+	// name that the cache still shows.
 	After string
 }
 
