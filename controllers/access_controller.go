@@ -357,7 +357,8 @@ func (r *AccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	byLabel := handler.EnqueueRequestsFromMapFunc(customerOfLabel)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Customer{}, builder.WithPredicates(deletionPredicate())).
-		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership)).
+		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(customerOfMembership),
+			builder.WithPredicates(membershipGrantChanged(r.UsernamePrefix))).
 		Watches(&corev1.Namespace{}, byLabel,
 			builder.WithPredicates(predicate.Or(predicate.LabelChangedPredicate{}, deletionPredicate()))).
 		Watches(&v1alpha1.CustomerMessage{}, handler.EnqueueRequestsFromMapFunc(customerOfMessage),

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
@@ -291,13 +292,19 @@ func (r *CustomerMembershipReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		For(&v1alpha1.CustomerMembership{}).
 		Watches(&v1alpha1.Customer{}, membershipsOfCustomer, builder.WithPredicates(deletionPredicate())).
 		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(r.siblings)).
+		// Only the two bindings accessGranted reads: every membership of the customer
+		// reconciles on each of their changes, and the customer's other bindings
+		// (acknowledge, memberships) change with them anyway.
 		Watches(&rbacv1.ClusterRoleBinding{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			name := o.GetLabels()[v1alpha1.CustomerLabel]
 			if name == "" {
 				return nil
 			}
 			return r.membershipsOf(ctx, name, func(*v1alpha1.CustomerMembership) bool { return true })
-		})).
+		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			customer := o.GetLabels()[v1alpha1.CustomerLabel]
+			return o.GetName() == access.MemberBindingName(customer) || o.GetName() == access.CustomerAdminBindingName(customer)
+		}))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Named("customermembership").
 		Complete(r)

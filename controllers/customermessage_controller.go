@@ -223,7 +223,7 @@ func (r *CustomerMessageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.CustomerMessage{}).
 		Watches(&v1alpha1.MessageAcknowledgement{}, handler.EnqueueRequestsFromMapFunc(messageOfAcknowledgement)).
 		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(r.messagesOfMembership),
-			builder.WithPredicates(membershipRecipientChanged(r.UsernamePrefix))).
+			builder.WithPredicates(membershipGrantChanged(r.UsernamePrefix))).
 		Watches(&v1alpha1.Customer{}, handler.EnqueueRequestsFromMapFunc(r.messagesOfCustomer),
 			builder.WithPredicates(deletionPredicate())).
 		Named("customermessage").
@@ -278,10 +278,12 @@ func (r *CustomerMessageReconciler) messagesOf(ctx context.Context, customer str
 	return requests
 }
 
-// membershipRecipientChanged passes membership events that can change who the
-// recipients are: creates, deletes, and updates of the username, role, activity
-// or deletion. Status-only churn (invitation attempts) is filtered out.
-func membershipRecipientChanged(usernamePrefix string) predicate.Funcs {
+// membershipGrantChanged passes membership events that can change who a
+// customer's active members are (the recipients of its messages, the subjects of
+// its access): creates, deletes, and updates of the username, role, activity
+// (acceptance, Duplicate) or deletion. Status-only churn (invitation attempts,
+// the membership's own Ready) is filtered out.
+func membershipGrantChanged(usernamePrefix string) predicate.Funcs {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
 			oldM, okOld := e.ObjectOld.(*v1alpha1.CustomerMembership)

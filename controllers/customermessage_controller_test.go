@@ -419,6 +419,39 @@ var _ = Describe("CustomerMessage", func() {
 		Expect(m.Status.Pending).To(Equal(int32(1)))
 		Expect(msgCondition(m, v1alpha1.ResolvedCondition).Status).To(Equal(metav1.ConditionFalse))
 
+		By("marking the earlier one a duplicate when the later one wins the tie-break (the same second, an earlier name)")
+		withoutWebhook("vmessageacknowledgement.customers.partnerops.io", func() {
+			for attempt := 0; ; attempt++ {
+				Expect(attempt).To(BeNumerically("<", 10), "two creates within one second")
+				Eventually(func() error {
+					return admin.Create(ctx, msgAck("msg-race-notice-z", "msg-race-notice", bob))
+				}).Should(Succeed())
+				z := &v1alpha1.MessageAcknowledgement{}
+				Eventually(func(g Gomega) {
+					g.Expect(admin.Get(ctx, client.ObjectKey{Name: "msg-race-notice-z"}, z)).To(Succeed())
+					g.Expect(readyCondition(z)).NotTo(BeNil())
+					g.Expect(readyCondition(z).Status).To(Equal(metav1.ConditionTrue), "alone, z counts")
+				}, "900ms", "20ms").Should(Succeed())
+				y := msgAck("msg-race-notice-y", "msg-race-notice", bob)
+				Expect(admin.Create(ctx, y)).To(Succeed())
+				if y.CreationTimestamp.Equal(&z.CreationTimestamp) {
+					break
+				}
+				// Not the same second: z is older and stays the one that counts. Again.
+				Expect(admin.Delete(ctx, y)).To(Succeed())
+				Expect(admin.Delete(ctx, z)).To(Succeed())
+				Eventually(func() bool {
+					return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKey{Name: "msg-race-notice-z"}, z))
+				}).Should(BeTrue())
+			}
+		})
+		Eventually(func(g Gomega) {
+			z := &v1alpha1.MessageAcknowledgement{}
+			g.Expect(admin.Get(ctx, client.ObjectKey{Name: "msg-race-notice-z"}, z)).To(Succeed())
+			g.Expect(readyCondition(z).Reason).To(Equal(v1alpha1.DuplicateReason))
+			g.Expect(readyCondition(z).Message).To(ContainSubstring(`MessageAcknowledgement "msg-race-notice-y"`))
+		}).Should(Succeed())
+
 		By("letting the duplicate count once the original is gone")
 		Expect(admin.Delete(ctx, msgAck("msg-race-notice-a", "", ""))).To(Succeed())
 		Eventually(func(g Gomega) {

@@ -140,10 +140,12 @@ func (r *MessageAcknowledgementReconciler) SetupWithManager(mgr ctrl.Manager) er
 		// A message created after its acknowledgement (webhook bypassed) or deleted.
 		Watches(&v1alpha1.CustomerMessage{}, handler.EnqueueRequestsFromMapFunc(r.acknowledgementsOfMessage),
 			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(event.UpdateEvent) bool { return false }})).
-		// The deletion of an acknowledgement makes a newer duplicate of the same user count.
+		// The deletion of an acknowledgement makes a newer duplicate of the same user
+		// count; the creation of one that wins the tie-break (the same second, an
+		// earlier name) makes the other a duplicate, which was reconciled alone and
+		// said Ready.
 		Watches(&v1alpha1.MessageAcknowledgement{}, handler.EnqueueRequestsFromMapFunc(r.duplicatesOf),
 			builder.WithPredicates(predicate.Funcs{
-				CreateFunc: func(event.CreateEvent) bool { return false },
 				UpdateFunc: func(e event.UpdateEvent) bool {
 					return e.ObjectOld.GetDeletionTimestamp().IsZero() && !e.ObjectNew.GetDeletionTimestamp().IsZero()
 				},
