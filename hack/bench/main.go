@@ -301,6 +301,7 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	res.Details["convergenceWrites"] = convWrites
 	res.Details["convergenceWritesByMethod"] = m.writesByMethod()
 	res.Details["convergenceReconciles"] = m.reconciles("")
+	res.Details["convergenceReconcilesByController"] = m.reconcilesByController()
 	res.add(row{Section: "1 convergence", Metric: "manager API writes per customer", Ours: convWrites / float64(s.Customers),
 		Baseline: 8, Unit: "writes", Note: "baseline: 4 creates + 4 status writes of the floor (creates are the bench's, not the manager's)"})
 	rss, peak, err := processMemory(b.manager.Pid())

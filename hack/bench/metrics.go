@@ -146,6 +146,17 @@ func (m metrics) writesByMethod() map[string]float64 {
 	return out
 }
 
+// reconcilesByController counts the reconciles of each controller.
+func (m metrics) reconcilesByController() map[string]float64 {
+	out := map[string]float64{}
+	for _, s := range m {
+		if s.name == "controller_runtime_reconcile_total" {
+			out[s.labels["controller"]] += s.value
+		}
+	}
+	return out
+}
+
 func (m metrics) reconciles(controller string) float64 {
 	if controller == "" {
 		return m.sum("controller_runtime_reconcile_total", nil)
