@@ -151,6 +151,13 @@ func (r *CustomerMessageReconciler) reconcileNormal(ctx context.Context, s *mess
 	}
 
 	status.Set(msg, v1alpha1.ResolvedCondition, conditionStatus(outcome.Resolved), outcome.Reason, outcome.Message)
+	if !s.customer.DeletionTimestamp.IsZero() {
+		// As its memberships and quota say: the customer is going, so is what is
+		// addressed to it. No notice goes out for it any more.
+		status.MarkStalled(msg, v1alpha1.CustomerDeletingReason, fmt.Sprintf(
+			"customer %q is being deleted: no notice is sent for this message any more", msg.Spec.Customer))
+		return ctrl.Result{RequeueAfter: requeueAfter}, nil
+	}
 	status.MarkReady(msg, fmt.Sprintf("%d recipient(s), %d acknowledged, %d pending", outcome.Recipients, len(acknowledged), outcome.Pending))
 	r.setNotified(s)
 	return ctrl.Result{RequeueAfter: requeueAfter}, nil

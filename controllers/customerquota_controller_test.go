@@ -161,7 +161,7 @@ var _ = Describe("CustomerQuota", func() {
 		Expect(kstatusOf(q)).To(Equal(status.CurrentStatus))
 	})
 
-	It("reports CustomerDeleting while its customer is being deleted, then CustomerNotFound", func() {
+	It("reports CustomerDeleting while its customer is being deleted, then CustomerNotFound (and so does a message)", func() {
 		const customer = "pq-going"
 		createCustomer(customer, "PQ Going")
 		createProject("pq-going-web", customer)
@@ -180,6 +180,12 @@ var _ = Describe("CustomerQuota", func() {
 			g.Expect(admin.Get(ctx, types.NamespacedName{Name: customer}, &c)).To(Succeed())
 			g.Expect(c.Finalizers).To(ContainElement(v1alpha1.CustomerFinalizer))
 		}).Should(Succeed(), "the precondition: the customer's deletion will wait for its project")
+		notice := msgMessage("pq-going-notice", customer, v1alpha1.AllMustRead)
+		Expect(admin.Create(ctx, notice)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, notice))).To(Succeed()) })
+		msgEventually(notice.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(msgCondition(m, v1alpha1.ReadyCondition)).To(HaveField("Status", metav1.ConditionTrue))
+		})
 
 		By("deleting the customer past the webhook (it refuses while projects exist): the finalizer holds it")
 		withoutWebhook("vcustomer.customers.partnerops.io", func() {
@@ -193,6 +199,11 @@ var _ = Describe("CustomerQuota", func() {
 		Expect(readyCondition(q).Message).To(ContainSubstring("takes no new projects"))
 		Expect(pqCondition(q, v1alpha1.StalledCondition)).To(HaveField("Status", metav1.ConditionTrue))
 		Expect(q.Status.Used).To(Equal(int32(1)), "the count goes on")
+		m := msgEventually(notice.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(msgCondition(m, v1alpha1.ReadyCondition)).To(HaveField("Reason", v1alpha1.CustomerDeletingReason))
+		})
+		Expect(msgCondition(m, v1alpha1.StalledCondition)).To(HaveField("Status", metav1.ConditionTrue))
+		Expect(kstatusOf(m)).To(Equal(status.FailedStatus), "Degraded for Argo CD and Failed for kstatus, like the quota")
 
 		By("deleting the project: the customer goes, and the quota says so")
 		Expect(admin.Delete(ctx, newProject("pq-going-web", customer))).To(Succeed())

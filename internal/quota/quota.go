@@ -290,7 +290,8 @@ func (t *Tally) Used() int32 {
 // free, reserves it until expiresAt.
 //
 // For a CREATE, a namespace the cache shows live is a re-applied create (the API
-// server answers AlreadyExists). For an UPDATE that labels an existing namespace
+// server answers AlreadyExists), once the ledger has confirmed that it still
+// exists (Ledger.outdateGoneProjects). For an UPDATE that labels an existing namespace
 // into the customer, the request's old object says that the namespace is not a
 // project of this customer now, so a cached copy counts only if it is newer than
 // that old object: an older one shows a time before the label was removed or

@@ -188,10 +188,9 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 // maxReservations is the MaxItems of status.reservations.
 const maxReservations = 1000
 
-// isRecipient reports whether user is an active member of the message's customer
-// (which must exist) in a role the message addresses.
-// isRecipient reports whether user is a recipient of msg, and whether they are an
-// active member of its customer at all (who may then read the message).
+// isRecipient reports whether user is a recipient of msg (an active member of its
+// customer, which must exist, in a role the message addresses), and whether they
+// are an active member of that customer at all (who may then read the message).
 func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *v1alpha1.CustomerMessage, user string) (recipient, member bool, err error) {
 	customer := &v1alpha1.Customer{}
 	if err := v.Reader.Get(ctx, types.NamespacedName{Name: string(msg.Spec.Customer)}, customer); err != nil {
