@@ -178,6 +178,18 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 		return deny("CustomerMessage %q is already resolved (%s); there is nothing left to acknowledge",
 			msg.Name, resolvedMessage(msg))
 	}
+	// status.acknowledgedBy can hold maxAcknowledgements: one more could never be
+	// recorded, and the controller's every status write of the message would fail.
+	recorded := max(len(stored), len(msg.Status.AcknowledgedBy))
+	for _, r := range live {
+		if byUser[r.User] == "" && !messages.HasAcknowledged(msg, r.User) {
+			recorded++
+		}
+	}
+	if recorded >= maxAcknowledgements {
+		return deny("CustomerMessage %q has %d acknowledgements, the most its status.acknowledgedBy can hold; "+
+			"no more can be recorded (send a new message to the others)", msg.Name, maxAcknowledgements)
+	}
 	if len(live) >= maxReservations {
 		return apierrors.NewTooManyRequests(fmt.Sprintf(
 			"too many acknowledgements of CustomerMessage %q are being stored at once; retry", msg.Name), 1)
@@ -187,6 +199,9 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 
 // maxReservations is the MaxItems of status.reservations.
 const maxReservations = 1000
+
+// maxAcknowledgements is the MaxItems of status.acknowledgedBy.
+const maxAcknowledgements = 5000
 
 // isRecipient reports whether user is a recipient of msg (an active member of its
 // customer, which must exist, in a role the message addresses), and whether they

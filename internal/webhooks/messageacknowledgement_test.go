@@ -1,6 +1,7 @@
 package webhooks
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +81,39 @@ func TestAcknowledgementDenialHidesOtherCustomersMessages(t *testing.T) {
 		`messageacknowledgements.customers.partnerops.io "by-sam" is forbidden: spec.message: CustomerMessage "acme-notice" does not exist, or its customer has no active member "sam@globex.test"`))
 	g.Expect(strings.Replace(missing.Error(), "acme-nothing", "acme-notice", 1)).To(Equal(existing.Error()))
 	g.Expect(existing.Error()).NotTo(ContainSubstring("acme\""), "the customer is not named")
+}
+
+// status.acknowledgedBy holds 5,000 users (its MaxItems): the 5,001st
+// acknowledgement could never be recorded, and every status write of the message
+// would fail, so admission refuses it and says why.
+func TestAcknowledgementPastTheStatusLimitIsRefused(t *testing.T) {
+	g := NewWithT(t)
+	v, published := ackValidator(t)
+	ctx := cmAs("eve@acme.test", admissionv1.Create)
+	c := v.Reader.(client.Client) // the fake API server behind every reader
+	msg := &v1alpha1.CustomerMessage{}
+	g.Expect(c.Get(ctx, client.ObjectKey{Name: "acme-notice"}, msg)).To(Succeed())
+	msg.Spec.ReadPolicy = v1alpha1.AllMustRead
+	g.Expect(c.Update(ctx, msg)).To(Succeed())
+	msg.Status.Reservations = nil
+	for i := range maxAcknowledgements {
+		msg.Status.AcknowledgedBy = append(msg.Status.AcknowledgedBy,
+			v1alpha1.Acknowledgement{User: fmt.Sprintf("user-%d@acme.test", i), Time: published})
+	}
+	g.Expect(c.Status().Update(ctx, msg)).To(Succeed())
+
+	_, err := v.ValidateCreate(ctx, &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice-eve"},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "acme-notice", User: "eve@acme.test"},
+	})
+	g.Expect(err).To(MatchError(ContainSubstring(
+		`CustomerMessage "acme-notice" has 5000 acknowledgements, the most its status.acknowledgedBy can hold`)))
+
+	msg.Status.AcknowledgedBy = msg.Status.AcknowledgedBy[:maxAcknowledgements-1]
+	g.Expect(c.Status().Update(ctx, msg)).To(Succeed())
+	_, err = v.ValidateCreate(ctx, &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-notice-eve"},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "acme-notice", User: "eve@acme.test"},
+	})
+	g.Expect(err).NotTo(HaveOccurred(), "one below the limit, and ann's stored acknowledgement counted among them")
 }
