@@ -180,9 +180,11 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 	}
 	// status.acknowledgedBy can hold maxAcknowledgements: one more could never be
 	// recorded, and the controller's every status write of the message would fail.
+	// A reservation is released in the write that lists its acknowledgement, so
+	// the live ones are not listed yet.
 	recorded := max(len(stored), len(msg.Status.AcknowledgedBy))
 	for _, r := range live {
-		if byUser[r.User] == "" && !messages.HasAcknowledged(msg, r.User) {
+		if byUser[r.User] == "" {
 			recorded++
 		}
 	}
