@@ -464,6 +464,26 @@ var _ = Describe("Projects", func() {
 			Expect(pqClient("carl@pq-stranger.test").Create(ctx, plain)).To(Succeed())
 		})
 
+		It("is not called for a partner's plain namespace, which must not wait on the operator", func() {
+			const customer = "pq-plain"
+			pqCustomer(customer, ptr.To[int32](10))
+			namespaceHook := map[string]string{"webhook": "/validate--v1-namespace", "code": "200"}
+			calls := func() float64 { return counter("controller_runtime_webhook_requests_total", namespaceHook) }
+			partner := pqClient(pqPartner)
+
+			before := calls()
+			Expect(partner.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pq-plain-tools"}})).To(Succeed())
+			Expect(admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pq-plain-infra"}})).To(Succeed())
+			Expect(calls()).To(Equal(before), "matchConditions leave partners' plain namespaces out")
+
+			By("while a partner's project and a non-partner's plain namespace still go to the webhook")
+			Expect(partner.Create(ctx, newProject("pq-plain-web", customer))).To(Succeed())
+			pqBind("dora@pq-plain.test", "pqtest-create-namespaces")
+			Expect(pqClient("dora@pq-plain.test").Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pq-plain-dora"}})).To(Succeed())
+			// The counter moves after the response is written.
+			Eventually(calls).Should(Equal(before + 2))
+		})
+
 		It("refuses projects of an unknown customer and of a customer being deleted", func() {
 			partner := pqClient(pqPartner)
 			pqDenied(partner.Create(ctx, newProject("pq-nobody-web", "pq-nobody")),
