@@ -105,7 +105,9 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *messageScope) (ctrl.Result, error) {
 	msg := s.message
 	due := noticesDue(s)
-	if len(due) == 0 || s.customer == nil || r.Sender == nil {
+	if len(due) == 0 || s.customer == nil || !s.customer.DeletionTimestamp.IsZero() || r.Sender == nil {
+		// A customer being deleted gets no notices any more (the message says
+		// Stalled, CustomerDeleting).
 		return ctrl.Result{}, nil
 	}
 	now := r.Clock.Now()

@@ -187,6 +187,10 @@ var _ = Describe("CustomerQuota", func() {
 			g.Expect(msgCondition(m, v1alpha1.ReadyCondition)).To(HaveField("Status", metav1.ConditionTrue))
 		})
 
+		const member = "gus@pq-going.test"
+		Expect(admin.Create(ctx, msgMember(customer, member, v1alpha1.RoleEditor))).To(Succeed())
+		pqCustomerEventually(customer, func(g Gomega, c *v1alpha1.Customer) { g.Expect(c.Status.Members).To(Equal(int32(1))) })
+
 		By("deleting the customer past the webhook (it refuses while projects exist): the finalizer holds it")
 		withoutWebhook("vcustomer.customers.partnerops.io", func() {
 			// The API server picks up the changed webhook configuration asynchronously.
@@ -204,6 +208,22 @@ var _ = Describe("CustomerQuota", func() {
 		})
 		Expect(msgCondition(m, v1alpha1.StalledCondition)).To(HaveField("Status", metav1.ConditionTrue))
 		Expect(kstatusOf(m)).To(Equal(status.FailedStatus), "Degraded for Argo CD and Failed for kstatus, like the quota")
+
+		By("sending no notice for a message addressed to the customer meanwhile")
+		late := msgMessage("pq-going-late", customer, v1alpha1.AllMustRead)
+		late.Spec.Notify = v1alpha1.NotifyEmail
+		Expect(admin.Create(ctx, late)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, late))).To(Succeed()) })
+		msgEventually(late.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(Equal(int32(1)), "the member is a recipient")
+			g.Expect(msgCondition(m, v1alpha1.ReadyCondition)).To(HaveField("Reason", v1alpha1.CustomerDeletingReason))
+		})
+		Consistently(func(g Gomega) {
+			g.Expect(mailServer.MessagesTo(member)).To(BeEmpty())
+			var m v1alpha1.CustomerMessage
+			g.Expect(admin.Get(ctx, types.NamespacedName{Name: late.Name}, &m)).To(Succeed())
+			g.Expect(m.Status.Notice).To(BeNil(), "not even an attempt")
+		}, "2s").Should(Succeed())
 
 		By("deleting the project: the customer goes, and the quota says so")
 		Expect(admin.Delete(ctx, newProject("pq-going-web", customer))).To(Succeed())
