@@ -10,10 +10,12 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/partnerops/customer-operator/internal/testenv"
@@ -174,6 +176,17 @@ var _ = Describe("The rendered config/default", func() {
 		Expect(c.Args).To(ContainElement("--metrics-secure"))
 		Expect(c.Args).To(ContainElement("--require-project-prefix"), "Admins cannot take names the partner installs into")
 		Expect(c.Env).To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "true"}))
+		By("stopping without failing admission calls, and with time for the graceful shutdown")
+		Expect(c.Lifecycle).NotTo(BeNil())
+		Expect(c.Lifecycle.PreStop).NotTo(BeNil())
+		Expect(c.Lifecycle.PreStop.Sleep).NotTo(BeNil(), "the endpoint goes before the port closes")
+		// controller-runtime's default graceful shutdown timeout (the operator keeps it).
+		const gracefulShutdown = 30
+		Expect(pod.TerminationGracePeriodSeconds).To(HaveValue(BeNumerically(">", c.Lifecycle.PreStop.Sleep.Seconds+gracefulShutdown)))
+		pdbs := ofKind[policyv1.PodDisruptionBudget](objs, "PodDisruptionBudget")
+		Expect(pdbs).To(HaveLen(1))
+		Expect(pdbs[0].Spec.MaxUnavailable).To(HaveValue(Equal(intstr.FromInt32(1))), "a single replica must not block drains")
+		Expect(pdbs[0].Spec.UnhealthyPodEvictionPolicy).To(HaveValue(Equal(policyv1.AlwaysAllow)))
 
 		namespaces := ofKind[corev1.Namespace](objs, "Namespace")
 		Expect(namespaces).To(HaveLen(1))
@@ -219,6 +232,54 @@ var _ = Describe("The rendered config/default", func() {
 		Expect(deployments[0].Spec.Template.Spec.Containers[0].Env).
 			To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "false"}))
 		Expect(ofKind[corev1.Secret](certManager, "Secret")).To(BeEmpty(), "cert-manager owns the Secret there")
+		for _, v := range deployments[0].Spec.Template.Spec.Volumes {
+			if v.Name == "webhook-certs" {
+				Expect(v.Secret.Optional).To(HaveValue(BeFalse()),
+					"the webhook server reads the files at start: wait for them rather than crash-loop")
+			}
+		}
+
+		By("the serving certificate is signed by a CA, which the caBundles get from its ca.crt")
+		byName := map[string]*unstructured.Unstructured{}
+		for _, obj := range certManager {
+			if obj.GroupVersionKind().Group == "cert-manager.io" {
+				byName[obj.GetKind()+"/"+obj.GetName()] = obj
+			}
+		}
+		str := func(obj *unstructured.Unstructured, path ...string) string {
+			GinkgoHelper()
+			Expect(obj).NotTo(BeNil())
+			v, _, err := unstructured.NestedString(obj.Object, path...)
+			Expect(err).NotTo(HaveOccurred())
+			return v
+		}
+		serving := byName["Certificate/customer-operator-serving-cert"]
+		Expect(str(serving, "spec", "secretName")).To(Equal("customer-operator-webhook-server-cert"))
+		dnsNames, _, _ := unstructured.NestedStringSlice(serving.Object, "spec", "dnsNames")
+		Expect(dnsNames).To(ConsistOf(
+			"customer-operator-webhook-service.customer-operator-system.svc",
+			"customer-operator-webhook-service.customer-operator-system.svc.cluster.local"))
+		caIssuer := byName["Issuer/"+str(serving, "spec", "issuerRef", "name")]
+		caSecret := str(caIssuer, "spec", "ca", "secretName")
+		Expect(caSecret).NotTo(BeEmpty(), "a CA Issuer, not the self-signed one")
+		var ca *unstructured.Unstructured
+		for _, obj := range byName {
+			if obj.GetKind() == "Certificate" && str(obj, "spec", "secretName") == caSecret {
+				ca = obj
+			}
+		}
+		Expect(ca).NotTo(BeNil(), "a Certificate writes the CA Issuer's Secret %s", caSecret)
+		isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA")
+		Expect(isCA).To(BeTrue())
+		selfSigned := byName["Issuer/"+str(ca, "spec", "issuerRef", "name")]
+		Expect(selfSigned).NotTo(BeNil())
+		Expect(selfSigned.Object["spec"]).To(HaveKey("selfSigned"))
+		for _, obj := range certManager {
+			if strings.HasSuffix(obj.GetKind(), "WebhookConfiguration") {
+				Expect(obj.GetAnnotations()).To(HaveKeyWithValue("cert-manager.io/inject-ca-from",
+					"customer-operator-system/customer-operator-serving-cert"))
+			}
+		}
 	})
 })
 

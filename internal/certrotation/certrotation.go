@@ -33,6 +33,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -95,6 +96,10 @@ type Rotator struct {
 	mu       sync.RWMutex
 	cert     *tls.Certificate
 	injected bool
+	// next is a certificate under a CA that this round has just added to the
+	// caBundles: it is served from the next round on, once the API server has had
+	// time to trust it (until then the current one, still trusted, is served).
+	next *tls.Certificate
 }
 
 // New returns a Rotator with defaults filled in.
@@ -173,6 +178,8 @@ func (r *Rotator) Start(ctx context.Context) error {
 		if err := r.Reconcile(ctx); err != nil {
 			log.Error(err, "Webhook certificate not in place; retrying", "secret", r.opts.SecretName)
 			wait = retry
+		} else if r.switchPending() {
+			wait = retry
 		}
 		select {
 		case <-ctx.Done():
@@ -183,25 +190,45 @@ func (r *Rotator) Start(ctx context.Context) error {
 }
 
 // Reconcile makes the Secret hold a valid CA and serving certificate (issuing or
-// renewing them when needed), loads the certificate for serving, and writes the CA
-// bundle into every webhook of the configured configurations.
+// renewing them when needed, creating the Secret if it is gone), writes the CA
+// bundle into every webhook of the configured configurations, and loads the
+// certificate for serving. A certificate under a CA the caBundles did not hold
+// before this round is served from the next round on.
 func (r *Rotator) Reconcile(ctx context.Context) error {
+	key := types.NamespacedName{Namespace: r.opts.Namespace, Name: r.opts.SecretName}
 	secret := &corev1.Secret{}
-	if err := r.opts.Client.Get(ctx, types.NamespacedName{Namespace: r.opts.Namespace, Name: r.opts.SecretName}, secret); err != nil {
-		// The Secret ships with config/default (empty): the operator only needs
-		// get and update on it, never create.
-		return fmt.Errorf("reading Secret %s/%s: %w", r.opts.Namespace, r.opts.SecretName, err)
+	missing := false
+	if err := r.opts.Client.Get(ctx, key, secret); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading Secret %s: %w", key, err)
+		}
+		// config/default ships the Secret empty; someone deleted it (or a GitOps
+		// prune did): a new one is created, or no restarted replica ever turns ready.
+		missing = true
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	}
+	live, err := r.liveBundle(ctx)
+	if err != nil {
+		return err
 	}
 	now := r.opts.Clock.Now()
-	if data, renewed, err := r.renew(secret.Data, now); err != nil {
+	if data, renewed, err := r.renew(secret.Data, live, now); err != nil {
 		return err
 	} else if renewed {
-		patch := client.MergeFromWithOptions(secret.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		secret.Data = data
-		if err := r.opts.Client.Patch(ctx, secret, patch); err != nil {
-			// A conflict: another replica renewed first; the next round reads its
-			// certificate, so every replica serves the same one.
-			return fmt.Errorf("storing the renewed webhook certificate: %w", err)
+		if missing {
+			secret.Data = data
+			// AlreadyExists: another replica created it first; the next round reads it.
+			if err := r.opts.Client.Create(ctx, secret); err != nil {
+				return fmt.Errorf("creating Secret %s with a new webhook certificate: %w", key, err)
+			}
+		} else {
+			patch := client.MergeFromWithOptions(secret.DeepCopy(), client.MergeFromWithOptimisticLock{})
+			secret.Data = data
+			if err := r.opts.Client.Patch(ctx, secret, patch); err != nil {
+				// A conflict: another replica renewed first; the next round reads its
+				// certificate, so every replica serves the same one.
+				return fmt.Errorf("storing the renewed webhook certificate: %w", err)
+			}
 		}
 		logf.FromContext(ctx).Info("Issued a new webhook certificate", "secret", r.opts.SecretName)
 	}
@@ -210,23 +237,51 @@ func (r *Rotator) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the webhook certificate: %w", err)
 	}
-	r.mu.Lock()
-	r.cert = &cert
-	r.mu.Unlock()
-
-	if err := r.injectCABundle(ctx, secret.Data[keyCACert]); err != nil {
+	changed, err := r.injectCABundle(ctx, secret.Data[keyCACert])
+	if err != nil {
 		return err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.injected = true
-	r.mu.Unlock()
+	if r.cert != nil && changed && !trusted(live, cert) {
+		// The API server picks up a changed caBundle asynchronously: the current
+		// certificate, which the new bundle still trusts, stays until next round.
+		r.next = &cert
+		return nil
+	}
+	r.cert, r.next = &cert, nil
 	return nil
+}
+
+// switchPending says that a new certificate waits for the next round.
+func (r *Rotator) switchPending() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.next != nil
+}
+
+// trusted says whether cert was issued by one of the bundle's certificates.
+func trusted(bundle []*x509.Certificate, cert tls.Certificate) bool {
+	if len(cert.Certificate) == 0 {
+		return false
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return false
+	}
+	for _, ca := range bundle {
+		if leaf.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // renew returns the Secret data to store when the CA or the serving certificate is
 // missing, invalid, expiring or issued for other hosts, and renewed=false when the
 // current data is good.
-func (r *Rotator) renew(data map[string][]byte, now time.Time) (map[string][]byte, bool, error) {
+func (r *Rotator) renew(data map[string][]byte, live []*x509.Certificate, now time.Time) (map[string][]byte, bool, error) {
 	ca, caKey, caErr := parseCA(data)
 	caBundle := data[keyCACert]
 	if caErr != nil || now.Before(ca.NotBefore) || now.Add(r.opts.RenewBefore).After(ca.NotAfter) {
@@ -236,10 +291,18 @@ func (r *Rotator) renew(data map[string][]byte, now time.Time) (map[string][]byt
 			return nil, false, err
 		}
 		// Trust the old CA too while it is valid: replicas that still serve the
-		// old certificate keep working until they read the new one.
+		// old certificate keep working until they read the new one. When the
+		// Secret's CA is gone (deleted, emptied, corrupted), the old CAs are the
+		// ones the caBundles hold now.
+		previous := live
+		if caErr == nil {
+			previous = []*x509.Certificate{firstCert(caBundle)}
+		}
 		newBundle := pemCert(ca.Raw)
-		if caErr == nil && now.Before(firstCert(caBundle).NotAfter) {
-			newBundle = append(newBundle, pemCert(firstCert(caBundle).Raw)...)
+		for _, old := range previous {
+			if now.Before(old.NotAfter) {
+				newBundle = append(newBundle, pemCert(old.Raw)...)
+			}
 		}
 		caBundle = newBundle
 	} else if r.servingCertValid(data, ca, now) {
@@ -281,20 +344,37 @@ func (r *Rotator) servingCertValid(data map[string][]byte, ca *x509.Certificate,
 	return true
 }
 
-// injectCABundle sets caBundle on every webhook of the configurations, patching
-// only those that differ (no write when unchanged).
-func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) error {
+// liveBundle returns the CA certificates that the first webhook of the
+// configurations trusts now (the operator writes the same bundle into all).
+func (r *Rotator) liveBundle(ctx context.Context) ([]*x509.Certificate, error) {
 	for _, name := range r.opts.ValidatingWebhooks {
 		cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := r.opts.Client.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
-			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+			return nil, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+		}
+		for _, w := range cfg.Webhooks {
+			return parseCerts(w.ClientConfig.CABundle), nil
+		}
+	}
+	return nil, nil
+}
+
+// injectCABundle sets caBundle on every webhook of the configurations, patching
+// only those that differ (no write when unchanged). changed says whether it wrote.
+func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) (changed bool, _ error) {
+	for _, name := range r.opts.ValidatingWebhooks {
+		cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+		if err := r.opts.Client.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
+			return changed, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
 		}
 		before := cfg.DeepCopy()
 		for i := range cfg.Webhooks {
 			cfg.Webhooks[i].ClientConfig.CABundle = bundle
 		}
-		if err := r.patchIfChanged(ctx, before, cfg); err != nil {
-			return err
+		patched, err := r.patchIfChanged(ctx, before, cfg)
+		changed = changed || patched
+		if err != nil {
+			return changed, err
 		}
 	}
 	for _, name := range r.opts.MutatingWebhooks {
@@ -304,30 +384,32 @@ func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) error {
 				// config/default ships no mutating webhook while none is registered.
 				continue
 			}
-			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", name, err)
+			return changed, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", name, err)
 		}
 		before := cfg.DeepCopy()
 		for i := range cfg.Webhooks {
 			cfg.Webhooks[i].ClientConfig.CABundle = bundle
 		}
-		if err := r.patchIfChanged(ctx, before, cfg); err != nil {
-			return err
+		patched, err := r.patchIfChanged(ctx, before, cfg)
+		changed = changed || patched
+		if err != nil {
+			return changed, err
 		}
 	}
-	return nil
+	return changed, nil
 }
 
-func (r *Rotator) patchIfChanged(ctx context.Context, before, after client.Object) error {
+func (r *Rotator) patchIfChanged(ctx context.Context, before, after client.Object) (bool, error) {
 	if equality.Semantic.DeepEqual(before, after) {
-		return nil
+		return false, nil
 	}
 	// Optimistic lock: a webhook added by an upgrade between our read and
 	// write must not lose its caBundle.
 	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
 	if err := r.opts.Client.Patch(ctx, after, patch); err != nil {
-		return fmt.Errorf("injecting the caBundle into %s: %w", after.GetName(), err)
+		return false, fmt.Errorf("injecting the caBundle into %s: %w", after.GetName(), err)
 	}
-	return nil
+	return true, nil
 }
 
 func parseCA(data map[string][]byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
@@ -348,15 +430,27 @@ func parseCA(data map[string][]byte) (*x509.Certificate, *ecdsa.PrivateKey, erro
 
 // firstCert is the first certificate of a PEM bundle, or nil.
 func firstCert(bundle []byte) *x509.Certificate {
-	block, _ := pem.Decode(bundle)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil
+	if certs := parseCerts(bundle); len(certs) > 0 {
+		return certs[0]
 	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil
+	return nil
+}
+
+// parseCerts returns the certificates of a PEM bundle, up to the first block that
+// is not one.
+func parseCerts(bundle []byte) []*x509.Certificate {
+	var certs []*x509.Certificate
+	for {
+		block, rest := pem.Decode(bundle)
+		if block == nil || block.Type != "CERTIFICATE" {
+			return certs
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return certs
+		}
+		certs, bundle = append(certs, cert), rest
 	}
-	return cert
 }
 
 func newCA(now time.Time, validity time.Duration) (*x509.Certificate, *ecdsa.PrivateKey, error) {

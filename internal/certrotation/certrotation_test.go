@@ -1,6 +1,7 @@
 package certrotation_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -56,6 +57,8 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "update", true},
 			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "patch", true},
 			{"", "secrets", testenv.OperatorNamespace, "some-other-secret", "update", false},
+			// To create the Secret again if it is deleted (create cannot be narrowed by name).
+			{"", "secrets", testenv.OperatorNamespace, "", "create", true},
 			{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", certrotation.DefaultValidatingWebhookConfName, "patch", true},
 			{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", certrotation.DefaultMutatingWebhookConfName, "patch", true},
 			{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "someone-elses-webhook", "patch", false},
@@ -161,6 +164,39 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 		g.Expect(webhookConfig.Webhooks[0].ClientConfig.CABundle).To(Equal(secret.Data["ca.crt"]))
 	})
 
+	t.Run("a deleted Secret is created again, and the old CA stays trusted until replicas serve the new one", func(t *testing.T) {
+		g := NewWithT(t)
+		denied := func() error { return c.Create(ctx, labelled("after-deletion")) }
+		const byTheWebhook = "denied by the webhook with the rotated certificate"
+		oldCA := secret.Data["ca.crt"]
+		oldServed, err := rotator.GetCertificate(nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(c.Delete(ctx, secret)).To(Succeed())
+
+		g.Expect(rotator.Reconcile(ctx)).To(Succeed())
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
+		g.Expect(secret.Data["ca.crt"]).NotTo(Equal(oldCA))
+		g.Expect(string(secret.Data["ca.crt"])).To(HaveSuffix(string(oldCA)),
+			"the CA the caBundle held is kept: the Secret's own was gone")
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(webhookConfig), webhookConfig)).To(Succeed())
+		g.Expect(webhookConfig.Webhooks[0].ClientConfig.CABundle).To(Equal(secret.Data["ca.crt"]))
+		served, err := rotator.GetCertificate(nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(served.Certificate).To(Equal(oldServed.Certificate),
+			"the new certificate waits a round: the API server may not trust its CA yet")
+		g.Expect(denied()).To(MatchError(ContainSubstring(byTheWebhook)))
+
+		g.Expect(rotator.Reconcile(ctx)).To(Succeed())
+		served, err = rotator.GetCertificate(nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		pair, err := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(served.Certificate).To(Equal(pair.Certificate))
+		g.Eventually(denied, 20*time.Second, 200*time.Millisecond).Should(MatchError(ContainSubstring(byTheWebhook)),
+			"the API server trusts the new CA")
+		g.Expect(rotator.ReadyCheck(nil)).To(Succeed())
+	})
+
 	t.Run("the serving certificate is renewed before it expires, under the same CA", func(t *testing.T) {
 		g := NewWithT(t)
 		oldCert, oldCA := secret.Data["tls.crt"], secret.Data["ca.crt"]
@@ -179,6 +215,8 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 	t.Run("a CA near its end is replaced, and the old one stays trusted meanwhile", func(t *testing.T) {
 		g := NewWithT(t)
 		oldCA := secret.Data["ca.crt"]
+		// The CA in use is the bundle's first; older ones are not carried again.
+		oldCA = oldCA[:bytes.Index(oldCA, []byte("-----END CERTIFICATE-----\n"))+len("-----END CERTIFICATE-----\n")]
 		clk.Step(certrotation.DefaultCAValidity - certrotation.DefaultCertValidity)
 		g.Expect(rotator.Reconcile(ctx)).To(Succeed())
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
@@ -186,6 +224,15 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 		g.Expect(string(secret.Data["ca.crt"])).To(HaveSuffix(string(oldCA)), "the bundle keeps the old CA after the new one")
 		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(webhookConfig), webhookConfig)).To(Succeed())
 		g.Expect(webhookConfig.Webhooks[0].ClientConfig.CABundle).To(Equal(secret.Data["ca.crt"]))
+		pair, err := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
+		g.Expect(err).NotTo(HaveOccurred())
+		served, err := rotator.GetCertificate(nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(served.Certificate).NotTo(Equal(pair.Certificate), "served from the next round on")
+		g.Expect(rotator.Reconcile(ctx)).To(Succeed())
+		served, err = rotator.GetCertificate(nil)
+		g.Expect(err).NotTo(HaveOccurred())
+		g.Expect(served.Certificate).To(Equal(pair.Certificate))
 	})
 }
 
