@@ -1,6 +1,8 @@
 package mail
 
 import (
+	"context"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -44,4 +46,18 @@ func recordSend(kind Kind, err error) {
 		return
 	}
 	mailsSent.WithLabelValues(kindLabel(kind)).Inc()
+}
+
+// WithMetrics counts every send through s in customer_operator_mails_sent_total
+// and customer_operator_mails_failed_total. The operator wraps whatever sender it
+// runs with, so that every failure counts, whatever its cause (no SMTP server
+// configured too) and the alert on failing mail fires.
+func WithMetrics(s Sender) Sender { return countingSender{s} }
+
+type countingSender struct{ Sender }
+
+func (c countingSender) Send(ctx context.Context, m Message) error {
+	err := c.Sender.Send(ctx, m)
+	recordSend(m.Kind, err)
+	return err
 }

@@ -174,13 +174,8 @@ func orDefault[T comparable](v, def T) T {
 
 // Send delivers m, reusing a pooled connection. It returns an *Error (see
 // IsPermanent) on failure and honours ctx: cancelling it aborts the SMTP dialogue.
+// It counts nothing: WithMetrics does, for whatever sender the operator runs.
 func (s *SMTPSender) Send(ctx context.Context, m Message) error {
-	err := s.send(ctx, m)
-	recordSend(m.Kind, err)
-	return err
-}
-
-func (s *SMTPSender) send(ctx context.Context, m Message) error {
 	msg, err := toMsg(s.from, m)
 	if err != nil {
 		return permanent(fmt.Errorf("building mail: %w", err))

@@ -230,8 +230,16 @@ func TestReplyCodesAreClassified(t *testing.T) {
 	}{
 		{stage: mailtest.StageMail, code: 421, wantPermanent: false},
 		{stage: mailtest.StageMail, code: 451, wantPermanent: false},
+		// A 5xx to MAIL FROM refuses the sender (our --smtp-from, relaying, the
+		// account), not this message: retried until the configuration is fixed.
+		{stage: mailtest.StageMail, code: 550, wantPermanent: false},
+		{stage: mailtest.StageMail, code: 553, wantPermanent: false},
+		{stage: mailtest.StageMail, code: 554, wantPermanent: false},
 		{stage: mailtest.StageRcpt, code: 450, wantPermanent: false},
 		{stage: mailtest.StageRcpt, code: 550, wantPermanent: true},
+		{stage: mailtest.StageRcpt, code: 553, wantPermanent: true},
+		// "Authentication required" is never the recipient's fault, whenever it comes.
+		{stage: mailtest.StageRcpt, code: 530, wantPermanent: false},
 		{stage: mailtest.StageData, code: 452, wantPermanent: false},
 		{stage: mailtest.StageData, code: 554, wantPermanent: true},
 	}
@@ -254,6 +262,62 @@ func TestReplyCodesAreClassified(t *testing.T) {
 			g.Expect(srv.Messages()).To(HaveLen(1))
 		})
 	}
+}
+
+// TestSenderRefusalIsTransient: a relay that answers MAIL FROM with a 5xx (the
+// From address is not allowed, relaying denied, a quota) refuses every mail until
+// someone fixes the configuration or the account, so the failure is transient:
+// invitations retry with backoff and go out once it is fixed, instead of each
+// stalling until someone resends it by hand.
+func TestSenderRefusalIsTransient(t *testing.T) {
+	g := NewWithT(t)
+	srv := startServer(t)
+	s := plainSender(t, srv)
+	srv.FailAlways(mailtest.StageMail, 553)
+
+	for i := range 2 {
+		err := s.Send(context.Background(), testMessage(i))
+		g.Expect(err).To(MatchError(ContainSubstring("553")))
+		g.Expect(IsPermanent(err)).To(BeFalse(), "the sender was refused, not the recipient")
+		var mailErr *Error
+		g.Expect(errors.As(err, &mailErr)).To(BeTrue())
+		g.Expect(mailErr.Code).To(Equal(553))
+	}
+	g.Expect(srv.Messages()).To(BeEmpty())
+
+	srv.ClearFailures() // the configuration was fixed
+	g.Expect(s.Send(context.Background(), testMessage(1))).To(Succeed())
+	g.Expect(srv.Messages()).To(HaveLen(1))
+}
+
+// TestAuthRequiredIsTransient: a relay that wants AUTH while the operator has no
+// credentials answers MAIL FROM with 530: a configuration problem, retried.
+func TestAuthRequiredIsTransient(t *testing.T) {
+	g := NewWithT(t)
+	srv := startServer(t, mailtest.WithAuth("operator", "s3cret"), mailtest.WithInsecureAuth())
+	s := plainSender(t, srv) // no --smtp-username
+
+	err := s.Send(context.Background(), testMessage(1))
+	g.Expect(err).To(MatchError(ContainSubstring("530")))
+	g.Expect(IsPermanent(err)).To(BeFalse(), "our configuration, not the message: retry once it is fixed")
+	g.Expect(srv.Messages()).To(BeEmpty())
+}
+
+// TestRecipientRefusalIsPermanent: a 5xx to RCPT TO (no such mailbox) refuses
+// this recipient; sending the same mail again cannot help.
+func TestRecipientRefusalIsPermanent(t *testing.T) {
+	g := NewWithT(t)
+	srv := startServer(t)
+	s := plainSender(t, srv)
+	srv.FailAlways(mailtest.StageRcpt, 550)
+
+	err := s.Send(context.Background(), testMessage(1))
+	g.Expect(err).To(MatchError(ContainSubstring("550")))
+	g.Expect(IsPermanent(err)).To(BeTrue())
+	var mailErr *Error
+	g.Expect(errors.As(err, &mailErr)).To(BeTrue())
+	g.Expect(mailErr.Code).To(Equal(550))
+	g.Expect(srv.Messages()).To(BeEmpty())
 }
 
 func TestInvalidMessageIsPermanentAndSendsNothing(t *testing.T) {
@@ -352,7 +416,7 @@ func TestClose(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	g := NewWithT(t)
 	srv := startServer(t)
-	s := plainSender(t, srv)
+	s := WithMetrics(plainSender(t, srv))
 	sentBefore, failedBefore := counter(t, mailsSent, "invitation"), counter(t, mailsFailed, "invitation")
 
 	m, err := InvitationMail(invitationData())
@@ -363,6 +427,25 @@ func TestMetrics(t *testing.T) {
 
 	g.Expect(counter(t, mailsSent, "invitation")).To(Equal(sentBefore + 1))
 	g.Expect(counter(t, mailsFailed, "invitation")).To(Equal(failedBefore + 1))
+}
+
+// TestMetricsCountEverySender: whatever the sender, its failures count, so the
+// alert on failing mail fires without an SMTP server configured too.
+func TestMetricsCountEverySender(t *testing.T) {
+	g := NewWithT(t)
+	sentBefore, failedBefore := counter(t, mailsSent, "notice"), counter(t, mailsFailed, "notice")
+
+	unconfigured := WithMetrics(SenderFunc(func(context.Context, Message) error {
+		return errors.New("no SMTP server configured")
+	}))
+	g.Expect(unconfigured.Send(context.Background(), testMessage(1))).NotTo(Succeed())
+	g.Expect(unconfigured.Send(context.Background(), testMessage(2))).NotTo(Succeed())
+	g.Expect(counter(t, mailsFailed, "notice")).To(Equal(failedBefore + 2))
+
+	ok := WithMetrics(SenderFunc(func(context.Context, Message) error { return nil }))
+	g.Expect(ok.Send(context.Background(), testMessage(3))).To(Succeed())
+	g.Expect(counter(t, mailsSent, "notice")).To(Equal(sentBefore + 1))
+	g.Expect(counter(t, mailsFailed, "notice")).To(Equal(failedBefore + 2))
 }
 
 func counter(t *testing.T, vec *prometheus.CounterVec, kind string) float64 {

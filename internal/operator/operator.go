@@ -270,17 +270,13 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return nil, fmt.Errorf("setting up the CustomerQuota controller: %w", err)
 	}
 
-	// One sender (one SMTP connection pool) for invitations and message notices.
-	sender, err := newSender(opts)
+	// One sender (one SMTP connection pool) for invitations and message notices,
+	// counted whatever it is, so that the mail alerts see every failure.
+	smtpSender, err := newSender(opts)
 	if err != nil {
 		return nil, err
 	}
-	if closer, ok := sender.(io.Closer); ok {
-		// QUIT the pooled SMTP connections on shutdown, after sends in flight.
-		if err := mgr.Add(closeOnStop{closer}); err != nil {
-			return nil, err
-		}
-	}
+	sender := mail.WithMetrics(smtpSender)
 
 	if err := (&controllers.CustomerMessageReconciler{
 		Client:         mgr.GetClient(),
@@ -331,6 +327,10 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		if err := mgr.AddReadyzCheck("webhook-certificate", rotator.ReadyCheck); err != nil {
 			return nil, err
 		}
+	}
+	if closer, ok := smtpSender.(io.Closer); ok {
+		// QUIT the pooled SMTP connections once the controllers have stopped.
+		return closeAfterStop{Manager: mgr, closer: closer}, nil
 	}
 	return mgr, nil
 }
@@ -516,15 +516,24 @@ func newSender(opts Options) (mail.Sender, error) {
 	return sender, nil
 }
 
-// closeOnStop closes a Closer when the manager stops, on every replica.
-type closeOnStop struct{ io.Closer }
-
-func (c closeOnStop) Start(ctx context.Context) error {
-	<-ctx.Done()
-	return c.Close()
+// closeAfterStop is the manager, with a Start that closes the mail sender (QUIT
+// on its pooled SMTP connections, after the sends in flight) once the manager has
+// stopped. Not a runnable: the manager stops those that need no leader election
+// before the controllers, whose reconciles in flight would then fail to send
+// ("SMTP sender is closed") and record SendFailed on the way out.
+type closeAfterStop struct {
+	ctrl.Manager
+	closer io.Closer
 }
 
-func (closeOnStop) NeedLeaderElection() bool { return false }
+func (m closeAfterStop) Start(ctx context.Context) error {
+	err := m.Manager.Start(ctx)
+	if closeErr := m.closer.Close(); closeErr != nil {
+		// The mails were sent; only the goodbye failed (a server already gone).
+		m.GetLogger().Error(closeErr, "Closing the SMTP connections")
+	}
+	return err
+}
 
 // MaxDefaultMaxProjects is the largest --default-max-projects: the same bound as
 // a CustomerQuota's spec.maxProjects.
