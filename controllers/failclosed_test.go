@@ -87,10 +87,17 @@ var _ = Describe("Fail-closed admission", func() {
 			}).Should(failedCallingWebhook("vnamespace.customers.partnerops.io"))
 			Expect(pqClient(pqPartner).Create(ctx, newProject("fc-acme-api", customer))).
 				To(failedCallingWebhook("vnamespace.customers.partnerops.io"), "a partner too")
-			By("refusing to label an existing namespace into the customer")
+			By("letting partners create plain namespaces, which the webhook would admit anyway (matchConditions)")
 			team := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-team"}}
-			Expect(admin.Create(ctx, team)).To(failedCallingWebhook("vnamespace.customers.partnerops.io"),
-				"every namespace outside the excluded system names goes through the webhook, which fails closed")
+			Expect(admin.Create(ctx, team)).To(Succeed(), "a down operator must not stop cluster administrators")
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, team))).To(Succeed()) })
+			By("while a non-partner's plain namespace goes to the webhook, and fails closed")
+			pqBind("fay@fc.test", "pqtest-create-namespaces")
+			Expect(pqClient("fay@fc.test").Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-fay"}})).
+				To(failedCallingWebhook("vnamespace.customers.partnerops.io"))
+			By("refusing to label an existing namespace into the customer")
+			team.Labels = map[string]string{v1alpha1.CustomerLabel: customer}
+			Expect(admin.Update(ctx, team)).To(failedCallingWebhook("vnamespace.customers.partnerops.io"))
 
 			By("keeping identifiers and references immutable (CEL runs inside the API server)")
 			err := admin.Patch(ctx, &v1alpha1.Customer{ObjectMeta: metav1.ObjectMeta{Name: customer}},
@@ -137,6 +144,6 @@ var _ = Describe("Fail-closed admission", func() {
 
 		By("nothing got in while it was down")
 		Expect(pqProjectNames(customer)).To(ConsistOf("fc-acme-web"))
-		Expect(apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: "fc-team"}, &corev1.Namespace{}))).To(BeTrue())
+		Expect(apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: "fc-fay"}, &corev1.Namespace{}))).To(BeTrue())
 	})
 })
