@@ -59,8 +59,9 @@ func main() {
 			"(an optional key of a mounted Secret).")
 	flag.StringVar(&opts.PortalBindAddress, "portal-bind-address", opts.PortalBindAddress,
 		"The address the invitation portal binds to.")
-	flag.StringVar(&opts.PortalURL, "portal-url", opts.PortalURL,
-		"The portal's external URL: invitation links are <portal-url>/invitations/<token>.")
+	flag.StringVar(&opts.PortalURL, "portal-url", envOr("PORTAL_URL", opts.PortalURL),
+		"The portal's external URL: invitation links are <portal-url>/invitations/<token>. Defaults to $PORTAL_URL; "+
+			"while neither is set, invitations are held back.")
 	flag.Func("portal-trusted-proxies",
 		"Comma-separated CIDRs or addresses of the reverse proxies (the ingress controller's pods) in front of the portal: "+
 			"behind them the portal rate-limits the client X-Forwarded-For names, not the proxy. Empty: the TCP peer is the client.",

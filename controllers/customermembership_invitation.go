@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -326,7 +327,14 @@ type TokenLinks struct {
 	PortalURL string
 }
 
+// ErrNoPortalURL holds invitations back while --portal-url is not set.
+var ErrNoPortalURL = errors.New("no --portal-url (or $PORTAL_URL) is set, so an invitation link would lead nowhere; " +
+	"set it to where users reach the portal (config/default: the key portal-url of the Secret smtp)")
+
 // Link implements InvitationLinker.
 func (l TokenLinks) Link(claim invitation.Claim) (string, error) {
+	if l.PortalURL == "" {
+		return "", ErrNoPortalURL
+	}
 	return invitation.Link(l.PortalURL, invitation.Token(l.Key, claim))
 }

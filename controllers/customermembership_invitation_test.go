@@ -150,6 +150,26 @@ func TestInvitationIsRecordedBeforeItIsSent(t *testing.T) {
 	g.Expect(ExpiryHorizon).To(BeNumerically(">", ResyncPeriod+ResyncPeriod/10), "a resync always comes before the horizon is passed")
 }
 
+func TestNoPortalURLHoldsInvitationsBack(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, invited("m"), nil)
+	h.r.Links = TokenLinks{Key: []byte(strings.Repeat("k", 32))}
+
+	_, err := h.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "m"}})
+	g.Expect(err).To(MatchError(ErrNoPortalURL))
+	g.Expect(h.sent).To(BeEmpty(), "a link to nowhere is not an invitation")
+	after := h.get(t, "m")
+	g.Expect(after.Status.Invitation == nil || after.Status.Invitation.Attempts == 0).To(BeTrue(), "configuration, not an attempt")
+	ready := apimeta.FindStatusCondition(after.Status.Conditions, v1alpha1.ReadyCondition)
+	g.Expect(ready).NotTo(BeNil())
+	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(ready.Message).To(ContainSubstring("no --portal-url"))
+
+	h.r.Links = TokenLinks{Key: []byte(strings.Repeat("k", 32)), PortalURL: "https://portal.example"}
+	h.reconcile(t, "m")
+	g.Expect(h.sent).To(HaveLen(1), "sent once it is set")
+}
+
 func TestStaleReadSendsNothing(t *testing.T) {
 	g := NewWithT(t)
 	stale := false

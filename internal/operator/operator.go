@@ -99,7 +99,9 @@ type Options struct {
 	SMTPPasswordFile string
 
 	// PortalBindAddress serves the invitation pages; PortalURL is how people reach
-	// them (the base of invitation links).
+	// them (the base of invitation links). There is no default: while it is empty,
+	// invitations are held back (a link to the manager's own localhost would reach
+	// nobody, and the mail would count as sent).
 	PortalBindAddress string
 	PortalURL         string
 	// PortalTrustedProxies are the reverse proxies (the ingress controller) whose
@@ -148,7 +150,6 @@ func DefaultOptions() Options {
 		SMTPTLS:                "mandatory",
 		SMTPFrom:               "customer-operator@localhost",
 		PortalBindAddress:      ":8082",
-		PortalURL:              "http://localhost:8082",
 		InvitationTTL:          168 * time.Hour,
 		DefaultMaxProjects:     10,
 		ReservationGrace:       quota.DefaultGrace,
@@ -178,6 +179,11 @@ func (o Options) Validate() error {
 	}
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace must name the operator's namespace"))
+	}
+	if o.PortalURL != "" {
+		if _, err := invitation.Link(o.PortalURL, "x"); err != nil {
+			errs = append(errs, fmt.Errorf("--portal-url: %w", err))
+		}
 	}
 	return errors.Join(errs...)
 }

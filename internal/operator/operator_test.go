@@ -100,3 +100,18 @@ func TestParseDefaultMaxProjects(t *testing.T) {
 		g.Expect(err).To(MatchError("want a whole number from 0 to 100000, as a CustomerQuota's spec.maxProjects"), value)
 	}
 }
+
+func TestPortalURL(t *testing.T) {
+	g := NewWithT(t)
+	opts := DefaultOptions()
+	g.Expect(opts.PortalURL).To(BeEmpty(), "no default: a link to the manager's own localhost reaches nobody")
+	g.Expect(opts.Validate()).To(Succeed(), "unset holds invitations back; it does not stop the manager")
+	for _, good := range []string{"https://portal.example.com", "http://localhost:8082", "https://example.com/customers/"} {
+		opts.PortalURL = good
+		g.Expect(opts.Validate()).To(Succeed(), good)
+	}
+	for _, bad := range []string{"portal.example.com", "ftp://portal.example.com", "https://portal.example.com/?x=1", "https://user@portal.example.com"} {
+		opts.PortalURL = bad
+		g.Expect(opts.Validate()).To(MatchError(ContainSubstring("--portal-url: portal URL")), bad)
+	}
+}
