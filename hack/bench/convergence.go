@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/internal/mail/mailtest"
 )
 
 // benchLabel marks what the bench created, so the floor's objects can be
@@ -219,19 +222,53 @@ func (b *bench) deleteFloor(ctx context.Context, prefix string, n int) error {
 
 type convergence struct {
 	total, creates time.Duration
-	mails          int
-	// firstMail and lastMail bound the invitations' arrival, for the
-	// end-to-end mail rate.
-	firstMail, lastMail time.Time
+	mails          *invitations
 }
+
+// invitations counts the mails in the sink from index next on by recipient: in
+// customerSet every membership has an address of its own, so a recipient is one
+// membership's invitation, and a further mail to it a duplicate.
+type invitations struct {
+	next       int
+	seen       map[string]bool
+	duplicates int
+	// first and last bound the distinct invitations' arrival, for the
+	// end-to-end mail rate.
+	first, last time.Time
+}
+
+func newInvitations(next int) *invitations {
+	return &invitations{next: next, seen: map[string]bool{}}
+}
+
+// scan counts the messages that arrived since the last scan.
+func (v *invitations) scan(msgs []mailtest.Message) {
+	for _, m := range msgs[v.next:] {
+		to := strings.ToLower(strings.Join(m.To, ","))
+		if v.seen[to] {
+			v.duplicates++
+			continue
+		}
+		v.seen[to] = true
+		if v.first.IsZero() || m.ReceivedAt.Before(v.first) {
+			v.first = m.ReceivedAt
+		}
+		if m.ReceivedAt.After(v.last) {
+			v.last = m.ReceivedAt
+		}
+	}
+	v.next = len(msgs)
+}
+
+// distinct is the number of memberships with an invitation in the sink.
+func (v *invitations) distinct() int { return len(v.seen) }
 
 // runConvergence creates the customers with the same workers as the floor and
 // waits until every object is Ready for its generation and every invitation is
 // in the sink.
 func (b *bench) runConvergence(ctx context.Context) (convergence, error) {
 	n := b.s.Customers
-	var c convergence
-	mailsBefore := len(b.sink.Messages())
+	c := convergence{mails: newInvitations(len(b.sink.Messages()))}
 	start := time.Now()
 	err := parallel(ctx, n, b.s.Concurrency, func(ctx context.Context, i int) error {
 		for _, o := range customerSet("cust", i) {
@@ -248,34 +285,30 @@ func (b *bench) runConvergence(ctx context.Context) (convergence, error) {
 	deadline := time.Now().Add(b.s.ConvergeTimeout)
 	for {
 		// The sink is in-process and free to ask; LIST (load on the API server,
-		// which would slow down what it measures) only once every mail is there.
-		c.mails = len(b.sink.Messages()) - mailsBefore
+		// which would slow down what it measures) only once every membership's
+		// invitation is there.
+		c.mails.scan(b.sink.Messages())
 		notReady := -1
-		if c.mails >= 2*n {
+		if c.mails.distinct() >= 2*n {
 			if notReady, err = b.countNotReady(ctx); err != nil {
 				return c, err
 			}
 		}
 		if notReady == 0 {
+			// Everything was Ready by the time the LISTs answered, and not yet at
+			// the previous poll: the end of the LISTs is the upper bound, the
+			// conservative reading (they run at once, to keep the bound tight).
 			c.total = time.Since(start)
 			break
 		}
 		if time.Now().After(deadline) {
-			return c, fmt.Errorf("not converged after %s: %d of %d invitations in the sink, %d objects not Ready (-1: not listed yet)",
-				b.s.ConvergeTimeout, c.mails, 2*n, notReady)
+			return c, fmt.Errorf("not converged after %s: %d of %d invitations in the sink (%d duplicates), %d objects not Ready (-1: not listed yet)",
+				b.s.ConvergeTimeout, c.mails.distinct(), 2*n, c.mails.duplicates, notReady)
 		}
 		select {
 		case <-ctx.Done():
 			return c, ctx.Err()
 		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	for _, m := range b.sink.Messages()[mailsBefore:] {
-		if c.firstMail.IsZero() || m.ReceivedAt.Before(c.firstMail) {
-			c.firstMail = m.ReceivedAt
-		}
-		if m.ReceivedAt.After(c.lastMail) {
-			c.lastMail = m.ReceivedAt
 		}
 	}
 	return c, nil
@@ -286,31 +319,38 @@ func ready(o client.Object, conds []metav1.Condition, observed int64) bool {
 	return cond != nil && cond.Status == metav1.ConditionTrue && observed == o.GetGeneration() && cond.ObservedGeneration == o.GetGeneration()
 }
 
-// countNotReady lists the benchmark's objects through the uncached admin client.
+// countNotReady lists the benchmark's objects through the uncached admin client,
+// the three kinds at once, so that the three LISTs see the cluster at nearly the
+// same moment, right after the call.
 func (b *bench) countNotReady(ctx context.Context) (int, error) {
 	sel := client.MatchingLabels{benchLabel: "cust"}
-	notReady := 0
 	var cl v1alpha1.CustomerList
-	if err := b.admin.List(ctx, &cl, sel); err != nil {
+	var ql v1alpha1.CustomerQuotaList
+	var ml v1alpha1.CustomerMembershipList
+	lists := []client.ObjectList{&cl, &ql, &ml}
+	errs := make([]error, len(lists))
+	var wg sync.WaitGroup
+	for i, l := range lists {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = b.admin.List(ctx, l, sel)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return 0, err
 	}
+	notReady := 0
 	for i := range cl.Items {
 		if !ready(&cl.Items[i], cl.Items[i].Status.Conditions, cl.Items[i].Status.ObservedGeneration) {
 			notReady++
 		}
 	}
-	var ql v1alpha1.CustomerQuotaList
-	if err := b.admin.List(ctx, &ql, sel); err != nil {
-		return 0, err
-	}
 	for i := range ql.Items {
 		if !ready(&ql.Items[i], ql.Items[i].Status.Conditions, ql.Items[i].Status.ObservedGeneration) {
 			notReady++
 		}
-	}
-	var ml v1alpha1.CustomerMembershipList
-	if err := b.admin.List(ctx, &ml, sel); err != nil {
-		return 0, err
 	}
 	for i := range ml.Items {
 		if !ready(&ml.Items[i], ml.Items[i].Status.Conditions, ml.Items[i].Status.ObservedGeneration) {

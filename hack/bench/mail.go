@@ -7,7 +7,12 @@ import (
 
 	"github.com/partnerops/customer-operator/internal/mail"
 	"github.com/partnerops/customer-operator/internal/mail/mailtest"
+	"github.com/partnerops/customer-operator/internal/operator"
 )
+
+// mailCallers is how many goroutines send at once: the membership controller's
+// workers at the default --concurrent-reconciles.
+const mailCallers = operator.DefaultConcurrentReconciles
 
 type mailResult struct {
 	pooled, perConnection float64 // mails per second
@@ -46,13 +51,13 @@ func (b *bench) runMail(ctx context.Context) (mailResult, error) {
 	defer sink.Close()
 
 	// The manager's default pool size, with as many callers as the membership
-	// controller has workers.
+	// controller has workers by default.
 	sender, err := mail.NewSMTPSender(mail.Config{Address: sink.Addr(), From: "bench@localhost", TLS: mail.TLSNone})
 	if err != nil {
 		return r, err
 	}
 	start := time.Now()
-	if err := parallel(ctx, n, 4, func(ctx context.Context, i int) error { return sender.Send(ctx, msgs[i]) }); err != nil {
+	if err := parallel(ctx, n, mailCallers, func(ctx context.Context, i int) error { return sender.Send(ctx, msgs[i]) }); err != nil {
 		return r, err
 	}
 	r.pooled = float64(n) / time.Since(start).Seconds()
@@ -60,7 +65,7 @@ func (b *bench) runMail(ctx context.Context) (mailResult, error) {
 	r.pooledConns = sink.Connections()
 
 	start = time.Now()
-	err = parallel(ctx, n, 4, func(ctx context.Context, i int) error {
+	err = parallel(ctx, n, mailCallers, func(ctx context.Context, i int) error {
 		s, err := mail.NewSMTPSender(mail.Config{Address: sink.Addr(), From: "bench@localhost", TLS: mail.TLSNone, MaxConnections: 1})
 		if err != nil {
 			return err

@@ -66,6 +66,33 @@ type row struct {
 	Note string `json:"note,omitempty"`
 }
 
+// number is a figure in bench.json: NaN and ±Inf (a figure that could not be
+// measured, such as a percentile of no samples), which encoding/json refuses,
+// are written as null.
+type number float64
+
+func (n number) MarshalJSON() ([]byte, error) {
+	if f := float64(n); math.IsNaN(f) || math.IsInf(f, 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(n))
+}
+
+// MarshalJSON writes the row with its figures as numbers.
+func (x row) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Section  string `json:"section"`
+		Metric   string `json:"metric"`
+		Ours     number `json:"ours"`
+		Baseline number `json:"baseline,omitempty"`
+		Unit     string `json:"unit"`
+		Ratio    number `json:"ratio,omitempty"`
+		Target   string `json:"target,omitempty"`
+		Met      string `json:"met,omitempty"`
+		Note     string `json:"note,omitempty"`
+	}{x.Section, x.Metric, number(x.Ours), number(x.Baseline), x.Unit, number(x.Ratio), x.Target, x.Met, x.Note})
+}
+
 type result struct {
 	Machine  machine           `json:"machine"`
 	Command  string            `json:"command"`
@@ -101,7 +128,7 @@ func fmtNum(v float64) string {
 func (r *result) printTable(w io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(w, "\n%s · %d cores · %d MiB · %s · load at start %s · %s\n", m.CPUModel, m.Cores, m.MemoryMiB, m.GoVersion, m.LoadAvg, m.Date)
-	fmt.Fprintf(w, "customers=%d creators=%d", r.Settings.Customers, r.Settings.Concurrency)
+	fmt.Fprintf(w, "customers=%d concurrency=%d creators=%d", r.Settings.Customers, r.Settings.Concurrency, r.Settings.Creators)
 	if len(r.Settings.ManagerEnv) > 0 {
 		fmt.Fprintf(w, " manager env: %s", strings.Join(r.Settings.ManagerEnv, " "))
 	}

@@ -164,6 +164,10 @@ func (b *bench) runRestart(ctx context.Context, expected map[string]int) (restar
 // requeues its controllers; they must find nothing to write.
 type resyncResult struct {
 	reconciles, writes float64
+	// customerReconciles are the customer controller's, touched the Customers
+	// patched: fewer of the former means the touch did not reach them all.
+	customerReconciles float64
+	touched            int
 	writesByMethod     map[string]float64
 	idleWrites         float64
 	idleWindow         time.Duration
@@ -210,6 +214,7 @@ func (b *bench) runResync(ctx context.Context) (resyncResult, error) {
 	if err != nil {
 		return r, err
 	}
+	r.touched = len(customers.Items)
 	if err := b.waitIdle(ctx, 2*time.Second, 2*time.Minute); err != nil {
 		return r, err
 	}
@@ -218,6 +223,7 @@ func (b *bench) runResync(ctx context.Context) (resyncResult, error) {
 		return r, err
 	}
 	r.reconciles = m2.reconciles("") - m1.reconciles("")
+	r.customerReconciles = m2.reconciles("customer") - m1.reconciles("customer")
 	r.writes = m2.apiWrites() - m1.apiWrites()
 	r.writesByMethod = map[string]float64{}
 	after, beforeM := m2.writesByMethod(), m1.writesByMethod()
