@@ -157,6 +157,12 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		cancel()
 		if err != nil {
 			failures = append(failures, fmt.Errorf("%s: %w", m.To, err))
+			if !mail.IsPermanent(err) {
+				// The server or the connection is at fault, not this address: the rest
+				// would each wait out the same failure (up to noticeSendTimeout), holding
+				// a worker and a pooled connection. They go after the backoff.
+				break
+			}
 			continue
 		}
 		sent = append(sent, m.To)
