@@ -638,8 +638,8 @@ var _ = Describe("CustomerMessage e-mail notice", func() {
 			msgMember("msg-notice", ann, v1alpha1.RoleEditor), msgMember("msg-notice", ben, v1alpha1.RoleViewer))
 		Expect(msgUpdateCustomer("msg-notice", "Notice Company")).To(Succeed())
 
-		By("reporting a failing SMTP server, without trying the other recipients after a transient failure")
-		mailServer.FailNext(mailtest.StageRcpt, 451, 1)
+		By("reporting a failing SMTP server, without trying the other recipients after it refused the sender")
+		mailServer.FailNext(mailtest.StageMail, 451, 1)
 		notice := msgMessage("msg-notice-notice", "msg-notice", v1alpha1.AllMustRead)
 		notice.Spec.Notify = v1alpha1.NotifyEmail
 		Expect(admin.Create(ctx, notice)).To(Succeed())

@@ -157,10 +157,12 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		cancel()
 		if err != nil {
 			failures = append(failures, fmt.Errorf("%s: %w", m.To, err))
-			if !mail.IsPermanent(err) {
-				// The server or the connection is at fault, not this address: the rest
-				// would each wait out the same failure (up to noticeSendTimeout), holding
-				// a worker and a pooled connection. They go after the backoff.
+			if !mail.IsPermanent(err) && !mail.IsRecipientRefusal(err) {
+				// The server, the connection or our configuration is at fault, not this
+				// address: the rest would each wait out the same failure (up to
+				// noticeSendTimeout), holding a worker and a pooled connection. They go
+				// after the backoff. A refusal of one recipient (no such mailbox,
+				// greylisting, a full mailbox) does not stop the others.
 				break
 			}
 			continue

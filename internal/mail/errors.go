@@ -3,6 +3,7 @@ package mail
 import (
 	"errors"
 	"net/textproto"
+	"strings"
 
 	gomail "github.com/wneessen/go-mail"
 )
@@ -17,16 +18,23 @@ import (
 //   - Transient: everything else: 4xx replies, connection failures, timeouts,
 //     a cancelled context, any reply refusing the sender rather than the message:
 //     a failed EHLO, STARTTLS or AUTH, a 5xx to MAIL FROM (the From address not
-//     allowed, relaying denied, authentication required, a quota) or a 530
-//     (authentication required) at any step. The server or our configuration is
-//     at fault, not the message, and every mail fails alike until it is fixed.
-//     Retry with backoff.
+//     allowed, relaying denied, authentication required, a quota), a 530
+//     (authentication required) at any step, or a 5xx with a security or policy
+//     status (5.7.x) at RCPT TO, where Postfix and Exchange refuse relaying and
+//     unauthorized senders. The server or our configuration is at fault, not the
+//     message, and every mail fails alike until it is fixed. Retry with backoff.
+//
+// Recipient tells whether the reply was about this recipient alone (a reply to
+// RCPT TO other than the policy ones above: no such mailbox, greylisting, a full
+// mailbox), so that other recipients may still be tried.
 //
 // The text never contains the body (invitation links are secrets), only the
 // recipient, the server's reply and the Message-ID.
 type Error struct {
 	// Permanent is true when retrying the same message cannot help.
 	Permanent bool
+	// Recipient is true when the server refused this recipient, not every mail.
+	Recipient bool
 	// Code is the SMTP reply code when the server gave one, else 0.
 	Code int
 	err  error
@@ -42,6 +50,13 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &e) && e.Permanent
 }
 
+// IsRecipientRefusal reports whether err is a refusal of the recipient alone, so
+// that the server may still accept other recipients.
+func IsRecipientRefusal(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Recipient
+}
+
 func permanent(err error) *Error { return &Error{Permanent: true, err: err} }
 
 func transient(err error) *Error { return &Error{err: err} }
@@ -50,30 +65,38 @@ func transient(err error) *Error { return &Error{err: err} }
 // *Error, permanent only for a 5xx reply that refuses the message (see Error).
 func classifySend(err error) *Error {
 	code := replyCode(err)
-	return &Error{Permanent: refusesMessage(err, code), Code: code, err: err}
+	var se *gomail.SendError
+	var reason gomail.SendErrReason = -1
+	if errors.As(err, &se) {
+		reason = se.Reason
+	}
+	policy := code == codeAuthRequired || (reason == gomail.ErrSMTPRcptTo && strings.HasPrefix(enhancedCode(err), "5.7."))
+	refused := code >= 500 && code < 600 && !policy
+	return &Error{
+		Permanent: refused && (reason == gomail.ErrSMTPRcptTo || reason == gomail.ErrSMTPDataClose),
+		Recipient: reason == gomail.ErrSMTPRcptTo && code != 0 && !policy,
+		Code:      code,
+		err:       err,
+	}
 }
 
 // codeAuthRequired is SMTP's "authentication required" (RFC 4954), which some
 // servers give at RCPT TO: our configuration, never the recipient.
 const codeAuthRequired = 530
 
-// refusesMessage reports a 5xx reply to the steps that concern this message: RCPT
-// TO and the end of DATA. A 5xx to MAIL FROM refuses the sender, which is the same
-// for every mail; a 5xx to the DATA command itself (503 bad sequence) is a protocol
-// problem, the recipient having been accepted.
-func refusesMessage(err error, code int) bool {
-	if code < 500 || code >= 600 || code == codeAuthRequired {
-		return false
-	}
+// enhancedCode is the reply's enhanced status code (RFC 3463, e.g. "5.7.1"), or "".
+func enhancedCode(err error) string {
 	var se *gomail.SendError
-	if !errors.As(err, &se) {
-		return false
+	if errors.As(err, &se) && se.EnhancedStatusCode() != "" {
+		return se.EnhancedStatusCode()
 	}
-	switch se.Reason {
-	case gomail.ErrSMTPRcptTo, gomail.ErrSMTPDataClose:
-		return true
+	var tp *textproto.Error
+	if errors.As(err, &tp) {
+		if code, _, ok := strings.Cut(tp.Msg, " "); ok && strings.Count(code, ".") == 2 {
+			return code
+		}
 	}
-	return false
+	return ""
 }
 
 // replyCode finds the SMTP reply code in err: a textproto.Error in its chain, else

@@ -317,7 +317,37 @@ func TestRecipientRefusalIsPermanent(t *testing.T) {
 	var mailErr *Error
 	g.Expect(errors.As(err, &mailErr)).To(BeTrue())
 	g.Expect(mailErr.Code).To(Equal(550))
+	g.Expect(IsRecipientRefusal(err)).To(BeTrue(), "other recipients may still be tried")
 	g.Expect(srv.Messages()).To(BeEmpty())
+}
+
+// TestRecipientStageReplies: at RCPT TO, Postfix (smtpd_delay_reject) and Exchange
+// also refuse relaying and unauthorized senders, with a 5.7.x status: the
+// configuration's, retried, and every mail fails alike. A 4xx there (greylisting, a
+// full mailbox) is this recipient's, retried.
+func TestRecipientStageReplies(t *testing.T) {
+	for name, tc := range map[string]struct {
+		code                 int
+		enhanced             [3]int
+		permanent, recipient bool
+	}{
+		"554 5.7.1 relay access denied": {554, [3]int{5, 7, 1}, false, false},
+		"550 5.7.1 sender not allowed":  {550, [3]int{5, 7, 1}, false, false},
+		"550 5.1.1 no such mailbox":     {550, [3]int{5, 1, 1}, true, true},
+		"451 4.7.1 greylisted":          {451, [3]int{4, 7, 1}, false, true},
+		"452 4.2.2 mailbox full":        {452, [3]int{4, 2, 2}, false, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			srv := startServer(t)
+			s := plainSender(t, srv)
+			srv.FailNextWith(mailtest.StageRcpt, tc.code, tc.enhanced, 1)
+			err := s.Send(context.Background(), testMessage(1))
+			g.Expect(err).To(MatchError(ContainSubstring(fmt.Sprint(tc.code))))
+			g.Expect(IsPermanent(err)).To(Equal(tc.permanent), "permanent")
+			g.Expect(IsRecipientRefusal(err)).To(Equal(tc.recipient), "recipient")
+		})
+	}
 }
 
 func TestInvalidMessageIsPermanentAndSendsNothing(t *testing.T) {

@@ -73,6 +73,7 @@ type Server struct {
 
 type failure struct {
 	code      int
+	enhanced  [3]int
 	remaining int // < 0: until cleared
 }
 
@@ -181,11 +182,18 @@ func (s *Server) Reset() {
 }
 
 // FailNext makes the next n commands of stage fail with the reply code (e.g. 451
-// for a transient, 550 for a permanent failure).
+// for a transient, 550 for a permanent failure), with the enhanced status code
+// <class>.0.0.
 func (s *Server) FailNext(stage Stage, code, n int) {
+	s.FailNextWith(stage, code, [3]int{code / 100, 0, 0}, n)
+}
+
+// FailNextWith is FailNext with an enhanced status code of the caller's (e.g.
+// 5.7.1, relaying denied, or 5.1.1, no such mailbox).
+func (s *Server) FailNextWith(stage Stage, code int, enhanced [3]int, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.failures[stage] = &failure{code: code, remaining: n}
+	s.failures[stage] = &failure{code: code, enhanced: enhanced, remaining: n}
 }
 
 // FailAlways makes every command of stage fail with the reply code until ClearFailures.
@@ -219,7 +227,7 @@ func (s *Server) injected(stage Stage) error {
 	}
 	return &smtp.SMTPError{
 		Code:         f.code,
-		EnhancedCode: smtp.EnhancedCode{f.code / 100, 0, 0},
+		EnhancedCode: smtp.EnhancedCode(f.enhanced),
 		Message:      fmt.Sprintf("mailtest: injected %s failure", stage),
 	}
 }
