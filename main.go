@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -59,7 +60,8 @@ func main() {
 			"(an optional key of a mounted Secret).")
 	flag.StringVar(&opts.PortalBindAddress, "portal-bind-address", opts.PortalBindAddress,
 		"The address the invitation portal binds to.")
-	flag.StringVar(&opts.PortalURL, "portal-url", envOr("PORTAL_URL", opts.PortalURL),
+	// Trimmed: a Secret key made with --from-file usually ends in a newline.
+	flag.StringVar(&opts.PortalURL, "portal-url", strings.TrimSpace(envOr("PORTAL_URL", opts.PortalURL)),
 		"The portal's external URL: invitation links are <portal-url>/invitations/<token>. Defaults to $PORTAL_URL; "+
 			"while neither is set, invitations are held back.")
 	flag.Func("portal-trusted-proxies",

@@ -153,6 +153,15 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	// Built before the attempt is recorded: a problem here is configuration, not
 	// delivery, and must not count as an attempt.
 	msg, err := r.invitationMessage(m, s.customer, now)
+	if errors.Is(err, ErrNoPortalURL) {
+		// Only a restart changes it (the flag, or $PORTAL_URL from the Secret), and
+		// a restart reconciles every membership: retrying in this process would only
+		// log the same error for each of them.
+		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.PortalURLNotSetReason,
+			"no invitation has been sent: "+ErrNoPortalURL.Error())
+		status.MarkStalled(m, v1alpha1.PortalURLNotSetReason, ErrNoPortalURL.Error())
+		return ctrl.Result{}, true, nil
+	}
 	if err != nil {
 		return ctrl.Result{}, true, err
 	}
@@ -329,7 +338,7 @@ type TokenLinks struct {
 
 // ErrNoPortalURL holds invitations back while --portal-url is not set.
 var ErrNoPortalURL = errors.New("no --portal-url (or $PORTAL_URL) is set, so an invitation link would lead nowhere; " +
-	"set it to where users reach the portal (config/default: the key portal-url of the Secret smtp)")
+	"set it to where users reach the portal (config/default: the key portal-url of the Secret smtp) and restart the manager")
 
 // Link implements InvitationLinker.
 func (l TokenLinks) Link(claim invitation.Claim) (string, error) {

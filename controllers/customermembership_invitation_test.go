@@ -155,15 +155,17 @@ func TestNoPortalURLHoldsInvitationsBack(t *testing.T) {
 	h := newHarness(t, invited("m"), nil)
 	h.r.Links = TokenLinks{Key: []byte(strings.Repeat("k", 32))}
 
-	_, err := h.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "m"}})
-	g.Expect(err).To(MatchError(ErrNoPortalURL))
+	res := h.reconcile(t, "m")
+	g.Expect(res).To(Equal(ctrl.Result{}), "only a restart sets it, and a restart reconciles everything: no retries")
 	g.Expect(h.sent).To(BeEmpty(), "a link to nowhere is not an invitation")
 	after := h.get(t, "m")
 	g.Expect(after.Status.Invitation == nil || after.Status.Invitation.Attempts == 0).To(BeTrue(), "configuration, not an attempt")
-	ready := apimeta.FindStatusCondition(after.Status.Conditions, v1alpha1.ReadyCondition)
-	g.Expect(ready).NotTo(BeNil())
-	g.Expect(ready.Status).To(Equal(metav1.ConditionFalse))
-	g.Expect(ready.Message).To(ContainSubstring("no --portal-url"))
+	for _, cond := range []string{v1alpha1.ReadyCondition, v1alpha1.StalledCondition, v1alpha1.InvitedCondition} {
+		c := apimeta.FindStatusCondition(after.Status.Conditions, cond)
+		g.Expect(c).NotTo(BeNil(), cond)
+		g.Expect(c.Reason).To(Equal(v1alpha1.PortalURLNotSetReason), cond)
+		g.Expect(c.Message).To(ContainSubstring("no --portal-url"), cond)
+	}
 
 	h.r.Links = TokenLinks{Key: []byte(strings.Repeat("k", 32)), PortalURL: "https://portal.example"}
 	h.reconcile(t, "m")

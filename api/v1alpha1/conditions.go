@@ -69,6 +69,9 @@ const (
 	InvitationPendingReason = "InvitationPending"
 	// SendFailedReason: the SMTP server refused or could not be reached; retried with backoff.
 	SendFailedReason = "SendFailed"
+	// PortalURLNotSetReason: no --portal-url is set, so invitations are held back
+	// until the manager runs with one.
+	PortalURLNotSetReason = "PortalURLNotSet"
 	// InvitationNotRequiredReason: invitation None sends no e-mail.
 	InvitationNotRequiredReason = "InvitationNotRequired"
 	// AwaitingAcceptanceReason: the invitation was sent and waits for the person.
