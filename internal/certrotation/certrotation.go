@@ -13,6 +13,7 @@
 package certrotation
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -67,6 +68,9 @@ const (
 	// webhook configurations (repairing a caBundle someone reset).
 	DefaultCheckInterval = 10 * time.Minute
 )
+
+// maxCarriedCAs is how many earlier CAs a new CA's bundle keeps.
+const maxCarriedCAs = 2
 
 // Options configure a Rotator.
 type Options struct {
@@ -159,7 +163,7 @@ func (r *Rotator) ReadyCheck(_ *http.Request) error {
 	case r.cert == nil:
 		return errors.New("webhook certificate not issued yet")
 	case !r.injected:
-		return errors.New("webhook caBundle not injected yet")
+		return errors.New("webhook caBundle not injected yet, or not yet trusting this replica's certificate")
 	}
 	return nil
 }
@@ -178,7 +182,7 @@ func (r *Rotator) Start(ctx context.Context) error {
 		if err := r.Reconcile(ctx); err != nil {
 			log.Error(err, "Webhook certificate not in place; retrying", "secret", r.opts.SecretName)
 			wait = retry
-		} else if r.switchPending() {
+		} else if r.settling() {
 			wait = retry
 		}
 		select {
@@ -237,41 +241,52 @@ func (r *Rotator) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the webhook certificate: %w", err)
 	}
-	changed, err := r.injectCABundle(ctx, secret.Data[keyCACert])
-	if err != nil {
+	if err := r.injectCABundle(ctx, secret.Data[keyCACert]); err != nil {
 		return err
 	}
+	// The API server loads a changed caBundle asynchronously: a certificate that the
+	// bundle live at the start of this round did not trust is served (or reported
+	// ready) only from a later round on.
+	settled := trusted(live, cert)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.injected = true
-	if r.cert != nil && changed && !trusted(live, cert) {
-		// The API server picks up a changed caBundle asynchronously: the current
-		// certificate, which the new bundle still trusts, stays until next round.
-		r.next = &cert
-		return nil
+	switch {
+	case settled || (r.cert != nil && sameIssuer(*r.cert, cert)):
+		r.cert, r.next, r.injected = &cert, nil, true
+	case r.cert != nil:
+		// The current certificate, which the new bundle still trusts, stays.
+		r.next, r.injected = &cert, true
+	default:
+		// A replica that serves nothing yet serves it, but is not ready (no
+		// Service endpoint, so no API server call) until a later round.
+		r.cert, r.next, r.injected = &cert, nil, false
 	}
-	r.cert, r.next = &cert, nil
 	return nil
 }
 
-// switchPending says that a new certificate waits for the next round.
-func (r *Rotator) switchPending() bool {
+// settling says that the next round comes soon: a new certificate waits for it,
+// or this replica for readiness.
+func (r *Rotator) settling() bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.next != nil
+	return r.next != nil || (r.cert != nil && !r.injected)
+}
+
+// sameIssuer says whether both certificates were signed by the same key.
+func sameIssuer(a, b tls.Certificate) bool {
+	if a.Leaf == nil || b.Leaf == nil {
+		return false
+	}
+	return len(a.Leaf.AuthorityKeyId) > 0 && bytes.Equal(a.Leaf.AuthorityKeyId, b.Leaf.AuthorityKeyId)
 }
 
 // trusted says whether cert was issued by one of the bundle's certificates.
 func trusted(bundle []*x509.Certificate, cert tls.Certificate) bool {
-	if len(cert.Certificate) == 0 {
-		return false
-	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err != nil {
+	if cert.Leaf == nil {
 		return false
 	}
 	for _, ca := range bundle {
-		if leaf.CheckSignatureFrom(ca) == nil {
+		if cert.Leaf.CheckSignatureFrom(ca) == nil {
 			return true
 		}
 	}
@@ -294,14 +309,19 @@ func (r *Rotator) renew(data map[string][]byte, live []*x509.Certificate, now ti
 		// old certificate keep working until they read the new one. When the
 		// Secret's CA is gone (deleted, emptied, corrupted), the old CAs are the
 		// ones the caBundles hold now.
+		// At most the two newest: replicas serve the newest CA's certificate, or
+		// for a few minutes the one before it; older ones would only pile up each
+		// time the Secret is emptied.
 		previous := live
 		if caErr == nil {
 			previous = []*x509.Certificate{firstCert(caBundle)}
 		}
 		newBundle := pemCert(ca.Raw)
+		carried := 0
 		for _, old := range previous {
-			if now.Before(old.NotAfter) {
+			if carried < maxCarriedCAs && now.Before(old.NotAfter) {
 				newBundle = append(newBundle, pemCert(old.Raw)...)
+				carried++
 			}
 		}
 		caBundle = newBundle
@@ -350,6 +370,10 @@ func (r *Rotator) liveBundle(ctx context.Context) ([]*x509.Certificate, error) {
 	for _, name := range r.opts.ValidatingWebhooks {
 		cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := r.opts.Client.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
+			if apierrors.IsNotFound(err) {
+				// Nothing trusted yet; the injection below says it is missing.
+				continue
+			}
 			return nil, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
 		}
 		for _, w := range cfg.Webhooks {
@@ -360,21 +384,19 @@ func (r *Rotator) liveBundle(ctx context.Context) ([]*x509.Certificate, error) {
 }
 
 // injectCABundle sets caBundle on every webhook of the configurations, patching
-// only those that differ (no write when unchanged). changed says whether it wrote.
-func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) (changed bool, _ error) {
+// only those that differ (no write when unchanged).
+func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) error {
 	for _, name := range r.opts.ValidatingWebhooks {
 		cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := r.opts.Client.Get(ctx, client.ObjectKey{Name: name}, cfg); err != nil {
-			return changed, fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
+			return fmt.Errorf("reading ValidatingWebhookConfiguration %s: %w", name, err)
 		}
 		before := cfg.DeepCopy()
 		for i := range cfg.Webhooks {
 			cfg.Webhooks[i].ClientConfig.CABundle = bundle
 		}
-		patched, err := r.patchIfChanged(ctx, before, cfg)
-		changed = changed || patched
-		if err != nil {
-			return changed, err
+		if err := r.patchIfChanged(ctx, before, cfg); err != nil {
+			return err
 		}
 	}
 	for _, name := range r.opts.MutatingWebhooks {
@@ -384,32 +406,30 @@ func (r *Rotator) injectCABundle(ctx context.Context, bundle []byte) (changed bo
 				// config/default ships no mutating webhook while none is registered.
 				continue
 			}
-			return changed, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", name, err)
+			return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", name, err)
 		}
 		before := cfg.DeepCopy()
 		for i := range cfg.Webhooks {
 			cfg.Webhooks[i].ClientConfig.CABundle = bundle
 		}
-		patched, err := r.patchIfChanged(ctx, before, cfg)
-		changed = changed || patched
-		if err != nil {
-			return changed, err
+		if err := r.patchIfChanged(ctx, before, cfg); err != nil {
+			return err
 		}
 	}
-	return changed, nil
+	return nil
 }
 
-func (r *Rotator) patchIfChanged(ctx context.Context, before, after client.Object) (bool, error) {
+func (r *Rotator) patchIfChanged(ctx context.Context, before, after client.Object) error {
 	if equality.Semantic.DeepEqual(before, after) {
-		return false, nil
+		return nil
 	}
 	// Optimistic lock: a webhook added by an upgrade between our read and
 	// write must not lose its caBundle.
 	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
 	if err := r.opts.Client.Patch(ctx, after, patch); err != nil {
-		return false, fmt.Errorf("injecting the caBundle into %s: %w", after.GetName(), err)
+		return fmt.Errorf("injecting the caBundle into %s: %w", after.GetName(), err)
 	}
-	return true, nil
+	return nil
 }
 
 func parseCA(data map[string][]byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {

@@ -120,6 +120,9 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 	g.Expect(c.Create(ctx, webhookConfig)).To(Succeed())
 
 	g.Expect(rotator.Reconcile(ctx)).To(Succeed())
+	g.Expect(rotator.ReadyCheck(nil)).To(MatchError(ContainSubstring("not yet trusting")),
+		"the API server loads the new caBundle asynchronously: ready from the next round on")
+	g.Expect(rotator.Reconcile(ctx)).To(Succeed())
 	g.Expect(rotator.ReadyCheck(nil)).To(Succeed())
 
 	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
@@ -195,6 +198,20 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 		g.Eventually(denied, 20*time.Second, 200*time.Millisecond).Should(MatchError(ContainSubstring(byTheWebhook)),
 			"the API server trusts the new CA")
 		g.Expect(rotator.ReadyCheck(nil)).To(Succeed())
+
+		// A replica that starts while the Secret is gone again serves its new CA's
+		// certificate, but turns ready a round later.
+		g.Expect(c.Delete(ctx, secret)).To(Succeed())
+		fresh := newRotator()
+		g.Expect(fresh.Reconcile(ctx)).To(Succeed())
+		g.Expect(fresh.ReadyCheck(nil)).To(MatchError(ContainSubstring("not yet trusting")))
+		g.Expect(fresh.Reconcile(ctx)).To(Succeed())
+		g.Expect(fresh.ReadyCheck(nil)).To(Succeed())
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(webhookConfig), webhookConfig)).To(Succeed())
+		g.Expect(bytes.Count(webhookConfig.Webhooks[0].ClientConfig.CABundle, []byte("BEGIN CERTIFICATE"))).To(Equal(3),
+			"the new CA and the two newest before it, no more")
+		g.Expect(rotator.Reconcile(ctx)).To(Succeed())
+		g.Expect(c.Get(ctx, client.ObjectKeyFromObject(secret), secret)).To(Succeed())
 	})
 
 	t.Run("the serving certificate is renewed before it expires, under the same CA", func(t *testing.T) {
