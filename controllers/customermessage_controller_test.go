@@ -276,6 +276,44 @@ var _ = Describe("CustomerMessage", func() {
 		Expect(msgUser(alice).Create(ctx, msgAck("real", "msg-forge-admins", alice))).To(Succeed())
 	})
 
+	It("keeps a SingleRead message for the members of its publication, and counts later members under AllMustRead", func() {
+		const customer = "msg-later"
+		gus, hal := "gus@later.example", "hal@later.example"
+		msgCustomerWithMembers(customer, msgMember(customer, gus, v1alpha1.RoleEditor))
+		single := msgMessage("msg-later-single", customer, v1alpha1.SingleRead)
+		all := msgMessage("msg-later-all", customer, v1alpha1.AllMustRead)
+		Expect(admin.Create(ctx, single)).To(Succeed())
+		Expect(admin.Create(ctx, all)).To(Succeed())
+		var published time.Time
+		for _, name := range []string{single.Name, all.Name} {
+			m := msgEventually(name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+				g.Expect(m.Status.Recipients).To(Equal(int32(1)))
+				g.Expect(m.Status.PublishedTime).NotTo(BeNil())
+			})
+			if m.Status.PublishedTime.After(published) {
+				published = m.Status.PublishedTime.Time
+			}
+		}
+
+		By("a member who joins after the publication (times have whole seconds)")
+		Eventually(func() bool { return time.Now().After(published.Add(1100 * time.Millisecond)) }, "3s").Should(BeTrue())
+		Expect(admin.Create(ctx, msgMember(customer, hal, v1alpha1.RoleEditor))).To(Succeed())
+		msgEventually(all.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(Equal(int32(2)), "AllMustRead: from then on")
+		})
+		Consistently(func(g Gomega) {
+			m := msgEventually(single.Name, func(Gomega, *v1alpha1.CustomerMessage) {})
+			g.Expect(m.Status.Recipients).To(Equal(int32(1)), "SingleRead: the members of its publication")
+		}, "1s").Should(Succeed())
+		err := msgUser(hal).Create(ctx, msgAck("msg-later-single-hal", single.Name, hal))
+		expectDenied(err, `"hal@later.example" is not a recipient of CustomerMessage "msg-later-single": it is a SingleRead message for the active members of customer "msg-later" when it was published`)
+		Expect(msgUser(hal).Create(ctx, msgAck("msg-later-all-hal", all.Name, hal))).To(Succeed())
+		Expect(msgUser(gus).Create(ctx, msgAck("msg-later-single-gus", single.Name, gus))).To(Succeed())
+		msgEventually(single.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(msgCondition(m, v1alpha1.ResolvedCondition).Status).To(Equal(metav1.ConditionTrue))
+		})
+	})
+
 	It("lets exactly one of several concurrent acknowledgements resolve a SingleRead message, and tells the others who did", func() {
 		const n = 6
 		var users []string

@@ -3,6 +3,8 @@
 package members
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/status"
 	"github.com/partnerops/customer-operator/internal/validation"
@@ -36,6 +38,15 @@ func IsActive(m *v1alpha1.CustomerMembership) bool {
 		return false
 	}
 	return InvitationMode(m) == v1alpha1.InvitationNone || m.Status.AcceptedTime != nil
+}
+
+// ActiveSince is when the membership became active: its creation with invitation
+// None, its acceptance otherwise; nil when it was never accepted.
+func ActiveSince(m *v1alpha1.CustomerMembership) *metav1.Time {
+	if InvitationMode(m) == v1alpha1.InvitationNone {
+		return &m.CreationTimestamp
+	}
+	return m.Status.AcceptedTime
 }
 
 // IsDuplicate reports whether the membership was marked a duplicate: another

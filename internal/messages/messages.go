@@ -3,11 +3,14 @@
 // message is addressed to, which acknowledgements count, and when it is resolved.
 //
 // Recipients are computed, not recorded: they are the active members of the
-// message's customer in the addressed roles, now. A member who joins while the
-// message is open becomes a recipient; one who leaves before acknowledging stops
-// being one, so nobody who left can hold a message open forever. Once a message is
-// resolved it stays resolved (like a Job's Complete condition): later members do not
-// see it, and acknowledgements are refused.
+// message's customer in the addressed roles, now. Under AllMustRead a member who
+// joins while the message is open becomes a recipient (and must acknowledge it
+// too); under SingleRead the recipients are those who were active members when it
+// was published (status.publishedTime), as DESIGN.md has it, so a later member
+// cannot resolve it for the others. One who leaves before acknowledging stops being
+// a recipient, so nobody who left can hold a message open forever. Once a message
+// is resolved it stays resolved (like a Job's Complete condition): later members do
+// not see it, and acknowledgements are refused.
 package messages
 
 import (
@@ -64,18 +67,30 @@ func Recipients(m *v1alpha1.CustomerMessage, memberships []v1alpha1.CustomerMemb
 }
 
 // RecipientMemberships are the memberships that make their people recipients: the
-// active ones in the addressed roles, of which, among duplicates (the same customer
-// and e-mail), only the one that grants access (access.Winners).
+// active ones in the addressed roles (for SingleRead, active since the message was
+// published at the latest), of which, among duplicates (the same customer and
+// e-mail), only the one that grants access (access.Winners).
 func RecipientMemberships(m *v1alpha1.CustomerMessage, memberships []v1alpha1.CustomerMembership) []*v1alpha1.CustomerMembership {
 	winners := access.Winners(memberships)
 	var out []*v1alpha1.CustomerMembership
 	for i := range memberships {
 		ms := &memberships[i]
-		if winners[access.EmailKey(ms)] == ms.Name && members.IsActive(ms) && Addresses(m, ms.Spec.Role) {
+		if winners[access.EmailKey(ms)] == ms.Name && members.IsActive(ms) && Addresses(m, ms.Spec.Role) && !JoinedAfter(m, ms) {
 			out = append(out, ms)
 		}
 	}
 	return out
+}
+
+// JoinedAfter reports whether a membership became active after a SingleRead message
+// was published, which keeps it from being a recipient. A message not yet
+// published, and an AllMustRead message, have no such members.
+func JoinedAfter(m *v1alpha1.CustomerMessage, ms *v1alpha1.CustomerMembership) bool {
+	if ReadPolicy(m) != v1alpha1.SingleRead || m.Status.PublishedTime == nil {
+		return false
+	}
+	since := members.ActiveSince(ms)
+	return since != nil && since.After(m.Status.PublishedTime.Time)
 }
 
 // Counts reports whether an acknowledgement counts for the message: it names the

@@ -54,6 +54,33 @@ func TestRecipientsAreActiveMembersOfTheAddressedRoles(t *testing.T) {
 		To(Equal([]string{"alice@example.com"}))
 }
 
+// DESIGN.md: recipients are the active members when the message is published;
+// those who join later count from then on under AllMustRead only.
+func TestMembersWhoJoinAfterPublicationCountForAllMustReadOnly(t *testing.T) {
+	g := NewWithT(t)
+	published := metav1.NewTime(t0.Add(time.Hour))
+	early := membership("alice", "alice@example.com", v1alpha1.RoleViewer)
+	sameSecond := membership("bob", "bob@example.com", v1alpha1.RoleViewer)
+	sameSecond.CreationTimestamp = published
+	late := membership("carol", "carol@example.com", v1alpha1.RoleViewer)
+	late.CreationTimestamp = metav1.NewTime(published.Add(time.Second))
+	acceptedLate := membership("dave", "dave@example.com", v1alpha1.RoleViewer)
+	acceptedLate.Spec.Invitation = v1alpha1.InvitationEmail
+	acceptedLate.Status.AcceptedTime = &metav1.Time{Time: published.Add(time.Minute)}
+	invitedEarlyAcceptedEarly := membership("erin", "erin@example.com", v1alpha1.RoleViewer)
+	invitedEarlyAcceptedEarly.Spec.Invitation = v1alpha1.InvitationEmail
+	invitedEarlyAcceptedEarly.Status.AcceptedTime = &metav1.Time{Time: published.Add(-time.Minute)}
+	ms := []v1alpha1.CustomerMembership{early, sameSecond, late, acceptedLate, invitedEarlyAcceptedEarly}
+
+	single := message(v1alpha1.SingleRead)
+	g.Expect(sets.List(Recipients(single, ms, ""))).To(HaveLen(5), "not yet published: everyone now")
+	single.Status.PublishedTime = &published
+	g.Expect(sets.List(Recipients(single, ms, ""))).To(Equal([]string{"alice@example.com", "bob@example.com", "erin@example.com"}))
+	all := message(v1alpha1.AllMustRead)
+	all.Status.PublishedTime = &published
+	g.Expect(sets.List(Recipients(all, ms, ""))).To(HaveLen(5))
+}
+
 func TestAcknowledgedCountsEachUserOnceOldestFirst(t *testing.T) {
 	g := NewWithT(t)
 	m := message(v1alpha1.AllMustRead)

@@ -121,13 +121,17 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 	if err != nil {
 		return err
 	}
-	if !member {
+	if member == nil {
 		// Everyone may create acknowledgements, so what this answers must not tell
 		// a stranger which messages exist or whose they are.
 		return noSuchMessage(a)
 	}
 	if !msg.DeletionTimestamp.IsZero() {
 		return deny("spec.message: CustomerMessage %q is being deleted", msg.Name)
+	}
+	if !recipient && messages.JoinedAfter(msg, member) && messages.Addresses(msg, member.Spec.Role) {
+		return deny("%q is not a recipient of CustomerMessage %q: it is a SingleRead message for the active members%s of customer %q when it was published (%s), before %q joined",
+			user, msg.Name, rolesOf(msg), msg.Spec.Customer, msg.Status.PublishedTime.UTC().Format(time.RFC3339), user)
 	}
 	if !recipient {
 		return deny("%q is not a recipient of CustomerMessage %q: it is addressed to the active members%s of customer %q",
@@ -206,25 +210,25 @@ const maxReservations = 1000
 const maxAcknowledgements = 5000
 
 // isRecipient reports whether user is a recipient of msg (an active member of its
-// customer, which must exist, in a role the message addresses), and whether they
-// are an active member of that customer at all (who may then read the message).
-func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *v1alpha1.CustomerMessage, user string) (recipient, member bool, err error) {
+// customer, which must exist, in a role the message addresses), and their active
+// membership of that customer, if any (they may then read the message).
+func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *v1alpha1.CustomerMessage, user string) (recipient bool, member *v1alpha1.CustomerMembership, err error) {
 	customer := &v1alpha1.Customer{}
 	if err := v.Reader.Get(ctx, types.NamespacedName{Name: string(msg.Spec.Customer)}, customer); err != nil {
 		if apierrors.IsNotFound(err) {
-			return false, false, nil
+			return false, nil, nil
 		}
-		return false, false, apierrors.NewInternalError(fmt.Errorf("reading customer %q: %w", msg.Spec.Customer, err))
+		return false, nil, apierrors.NewInternalError(fmt.Errorf("reading customer %q: %w", msg.Spec.Customer, err))
 	}
 	var memberships v1alpha1.CustomerMembershipList
 	if err := v.Reader.List(ctx, &memberships,
 		client.MatchingFields{controllers.MembershipCustomerIndex: string(msg.Spec.Customer)}); err != nil {
-		return false, false, apierrors.NewInternalError(fmt.Errorf("listing memberships: %w", err))
+		return false, nil, apierrors.NewInternalError(fmt.Errorf("listing memberships: %w", err))
 	}
 	for i := range memberships.Items {
 		m := &memberships.Items[i]
 		if members.IsActive(m) && members.Username(m, v.UsernamePrefix) == user {
-			member = true
+			member = m
 			break
 		}
 	}
