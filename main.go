@@ -73,6 +73,8 @@ func main() {
 			return err
 		})
 	flag.DurationVar(&opts.InvitationTTL, "invitation-ttl", opts.InvitationTTL, "How long an invitation link works.")
+	flag.DurationVar(&opts.InvitationMinInterval, "invitation-min-interval", opts.InvitationMinInterval,
+		"Mail one address at most one invitation per this interval for a customer, however often it is re-sent or its membership re-created; 0: no limit.")
 	flag.Func("default-max-projects",
 		fmt.Sprintf("The project quota of a customer without a CustomerQuota: 0 to %d (default %d).",
 			operator.MaxDefaultMaxProjects, opts.DefaultMaxProjects),
@@ -82,6 +84,8 @@ func main() {
 		})
 	flag.BoolVar(&opts.RequireProjectPrefix, "require-project-prefix", opts.RequireProjectPrefix,
 		"Let a customer's Admins create only projects named <customer>-<name> (partners name namespaces freely); config/manager sets it.")
+	flag.IntVar(&opts.MaxMembershipsPerCustomer, "max-memberships-per-customer", opts.MaxMembershipsPerCustomer,
+		"The most memberships a customer may have for its Admins to create another (each is an invitation e-mail); 0: no cap. Partners are not capped.")
 	flag.StringVar(&opts.UsernamePrefix, "username-prefix", opts.UsernamePrefix,
 		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
 	memoryLimitRatio := 0.9

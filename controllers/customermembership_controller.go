@@ -73,6 +73,9 @@ type CustomerMembershipReconciler struct {
 	SendBackoff, MaxSendBackoff time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles (sends block on SMTP).
 	MaxConcurrentReconciles int
+	// Recent spaces out invitations to one address for one customer
+	// (--invitation-min-interval); nil: no limit.
+	Recent *RecentInvitations
 }
 
 // ResyncPeriod is how often the manager's cache hands every object to its

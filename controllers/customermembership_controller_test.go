@@ -327,6 +327,45 @@ var _ = Describe("CustomerMembership invitations", func() {
 		Consistently(mailsTo("finn@example.com"), "2s").Should(HaveLen(2))
 	})
 
+	It("mails one address at most once per --invitation-min-interval, however often it is re-sent or re-created", func() {
+		fake := clocktesting.NewFakeClock(time.Now())
+		restartManager(func(o *operator.Options) { o.Clock, o.InvitationMinInterval = fake, time.Hour })
+		DeferCleanup(func() { restartManager(nil) })
+
+		createCustomer("spaced", "Spaced Ltd")
+		m := createMembership(newMembership("spaced-gil", "spaced", "gil@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(mailsTo("gil@example.com")).Should(HaveLen(1))
+
+		By("holding back a resend within the interval, visibly")
+		annotate(m.Name, v1alpha1.ResendInvitationAnnotation, "1")
+		Eventually(func(g Gomega) {
+			invited := membershipCondition(g, m.Name, v1alpha1.InvitedCondition)
+			g.Expect(invited.Reason).To(Equal(v1alpha1.InvitationPendingReason))
+			g.Expect(invited.Message).To(ContainSubstring(`an invitation to gil@example.com for customer "spaced" went out at`))
+			g.Expect(invited.Message).To(ContainSubstring("one address gets at most one per 1h0m0s (--invitation-min-interval)"))
+		}).Should(Succeed())
+		Consistently(mailsTo("gil@example.com"), "1s").Should(HaveLen(1))
+
+		By("and a membership deleted and created again for the same address")
+		Expect(admin.Delete(ctx, m)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.CustomerMembership{}))
+		}).Should(BeTrue())
+		again := createMembership(newMembership("spaced-gil", "spaced", "gil@example.com", v1alpha1.RoleViewer, ""))
+		expectCondition(again.Name, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason)
+		Consistently(mailsTo("gil@example.com"), "1s").Should(HaveLen(1))
+
+		By("while another address of the customer goes at once")
+		createMembership(newMembership("spaced-hana", "spaced", "hana@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(mailsTo("hana@example.com")).Should(HaveLen(1))
+
+		By("sending once the interval has passed")
+		fake.Step(time.Hour)
+		touch(again.Name)
+		Eventually(mailsTo("gil@example.com")).Should(HaveLen(2))
+		expectCondition(again.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
+	})
+
 	It("waits for its customer, sends nothing meanwhile, and resumes without a second mail", func() {
 		m := createMembership(newMembership("late-gina", "late-customer", "gina@example.com", v1alpha1.RoleViewer, ""))
 		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.CustomerNotFoundReason)

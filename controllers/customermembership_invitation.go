@@ -150,6 +150,15 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		}
 	}
 
+	if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, now); wait > 0 {
+		// Not an attempt: nothing was tried. The membership waits, visibly.
+		text := fmt.Sprintf("held back until %s: an invitation to %s for customer %q went out at %s, and one address gets at most one per %s (--invitation-min-interval)",
+			now.Add(wait).UTC().Format(time.RFC3339), m.Spec.Email, m.Spec.Customer, last.UTC().Format(time.RFC3339), r.Recent.Interval)
+		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
+		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
+		return ctrl.Result{RequeueAfter: wait}, true, nil
+	}
+
 	// Built before the attempt is recorded: a problem here is configuration, not
 	// delivery, and must not count as an attempt.
 	msg, err := r.invitationMessage(m, s.customer, now)
@@ -196,6 +205,7 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
 	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
+	r.Recent.Record(string(m.Spec.Customer), m.Spec.Email, sentAt)
 	if err := r.recordSent(ctx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the
 		// same link and Message-ID). This is the duplicate window of the docs.

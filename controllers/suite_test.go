@@ -65,6 +65,9 @@ var _ = BeforeSuite(func() {
 	opts.ReservationGrace = 5 * time.Second
 	// As config/manager runs it: a customer's Admins name projects <customer>-<name>.
 	opts.RequireProjectPrefix = true
+	// Specs re-send invitations at will; the spec of --invitation-min-interval
+	// restarts the manager with it.
+	opts.InvitationMinInterval = 0
 	// Invitations go to a real SMTP server in this process; the portal listens on
 	// a fixed free port so that the links in its mails open it.
 	mailServer, err = mailtest.NewServer()

@@ -123,6 +123,12 @@ type Options struct {
 	// RequireProjectPrefix confines a customer's Admins to projects named
 	// "<customer>-...": other names stay the partner's to give out.
 	RequireProjectPrefix bool
+	// MaxMembershipsPerCustomer caps the memberships a customer's Admins may
+	// create (0: no cap); partners are not capped.
+	MaxMembershipsPerCustomer int
+	// InvitationMinInterval spaces out invitations to one address for one
+	// customer (resends, a membership deleted and created again); 0: no limit.
+	InvitationMinInterval time.Duration
 
 	// PartnerCacheTTL is how long a "is this requester a partner" answer is reused.
 	PartnerCacheTTL time.Duration
@@ -154,8 +160,17 @@ func DefaultOptions() Options {
 		DefaultMaxProjects:     10,
 		ReservationGrace:       quota.DefaultGrace,
 		PartnerCacheTTL:        10 * time.Second,
+
+		MaxMembershipsPerCustomer: DefaultMaxMembershipsPerCustomer,
+		InvitationMinInterval:     5 * time.Minute,
 	}
 }
+
+// DefaultMaxMembershipsPerCustomer is --max-memberships-per-customer's default:
+// far more people than one customer account has, far fewer than would make its
+// RBAC objects (one ClusterRole names every membership) large or its Admins a
+// mass mailer.
+const DefaultMaxMembershipsPerCustomer = 500
 
 // Validate reports options that cannot work, naming the flag.
 func (o Options) Validate() error {
@@ -179,6 +194,12 @@ func (o Options) Validate() error {
 	}
 	if o.Namespace == "" {
 		errs = append(errs, errors.New("--namespace must name the operator's namespace"))
+	}
+	if o.InvitationMinInterval < 0 {
+		errs = append(errs, fmt.Errorf("--invitation-min-interval must not be negative (0: no limit), not %s", o.InvitationMinInterval))
+	}
+	if o.MaxMembershipsPerCustomer < 0 {
+		errs = append(errs, fmt.Errorf("--max-memberships-per-customer must be >= 0 (0: no cap), not %d", o.MaxMembershipsPerCustomer))
 	}
 	if o.PortalURL != "" {
 		if _, err := invitation.Link(o.PortalURL, "x"); err != nil {
@@ -314,7 +335,8 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		ReservationGrace:   opts.ReservationGrace,
 		OperatorNamespace:  opts.Namespace,
 
-		RequireProjectPrefix: opts.RequireProjectPrefix,
+		RequireProjectPrefix:      opts.RequireProjectPrefix,
+		MaxMembershipsPerCustomer: opts.MaxMembershipsPerCustomer,
 	}); err != nil {
 		return nil, fmt.Errorf("setting up webhooks: %w", err)
 	}
@@ -470,6 +492,7 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 		UsernamePrefix: opts.UsernamePrefix,
 
 		MaxConcurrentReconciles: opts.ConcurrentReconciles,
+		Recent:                  &controllers.RecentInvitations{Interval: opts.InvitationMinInterval},
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CustomerMembership controller: %w", err)
 	}

@@ -37,6 +37,10 @@ type CustomerMembershipValidator struct {
 	// UsernamePrefix is --username-prefix: a member's default username is it
 	// followed by their e-mail.
 	UsernamePrefix string
+	// MaxPerCustomer caps how many memberships a customer may have for its Admins
+	// to create another (0: no cap). Each membership is an invitation e-mail to an
+	// address the Admin chooses and a name in the customer's RBAC objects.
+	MaxPerCustomer int
 }
 
 var _ admission.Validator[*v1alpha1.CustomerMembership] = &CustomerMembershipValidator{}
@@ -63,8 +67,31 @@ func (v *CustomerMembershipValidator) ValidateCreate(ctx context.Context, m *v1a
 		if err := invalid("CustomerMembership", m.Name, v.nonPartnerRules(m)); err != nil {
 			return nil, err
 		}
+		if err := v.refuseOverCap(ctx, m); err != nil {
+			return nil, err
+		}
 	}
 	return nil, v.refuseDuplicate(ctx, m)
+}
+
+// refuseOverCap refuses an Admin's membership when the customer has
+// MaxPerCustomer already (being deleted or not, pending or active). Two creates
+// racing past the check may end one over: a bound on abuse, not a quota.
+func (v *CustomerMembershipValidator) refuseOverCap(ctx context.Context, m *v1alpha1.CustomerMembership) error {
+	if v.MaxPerCustomer <= 0 {
+		return nil
+	}
+	var list v1alpha1.CustomerMembershipList
+	if err := v.Reader.List(ctx, &list, client.MatchingFields{controllers.MembershipCustomerIndex: string(m.Spec.Customer)},
+		client.UnsafeDisableDeepCopy); err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("listing the memberships of customer %q: %w", m.Spec.Customer, err))
+	}
+	if len(list.Items) < v.MaxPerCustomer {
+		return nil
+	}
+	return forbidden("customermemberships", m.Name,
+		"customer %q has %d memberships, the most its Admins may create (--max-memberships-per-customer); delete one, or ask your partner",
+		m.Spec.Customer, len(list.Items))
 }
 
 // ValidateUpdate implements admission.Validator. The customer is immutable (CEL

@@ -195,6 +195,30 @@ func TestMembershipCreate(t *testing.T) {
 	}
 }
 
+// acme has three memberships (ann, ivan, eve): with a cap of three its Admin may
+// make no more, a partner still may; with four, the Admin may.
+func TestMembershipCapPerCustomer(t *testing.T) {
+	g := NewWithT(t)
+	v := newMembershipValidator(t)
+	bob := cmMembership("acme-bob", "acme", "bob@acme.test", v1alpha1.RoleViewer, "")
+	v.MaxPerCustomer = 3
+	_, err := v.ValidateCreate(cmAs("oidc:ann@acme.test", admissionv1.Create), bob)
+	g.Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+	g.Expect(err).To(MatchError(ContainSubstring(
+		`customer "acme" has 3 memberships, the most its Admins may create (--max-memberships-per-customer); delete one, or ask your partner`)))
+	_, err = v.ValidateCreate(cmAs("pat@partner.test", admissionv1.Create), bob)
+	g.Expect(err).NotTo(HaveOccurred(), "partners are not capped")
+	_, err = v.ValidateCreate(cmAs("oidc:ann@acme.test", admissionv1.Create),
+		cmMembership("globex-bob", "globex", "bob@globex.test", v1alpha1.RoleViewer, ""))
+	g.Expect(err).To(MatchError(ContainSubstring("is not an Admin of customer")), "the cap does not come before who may")
+	v.MaxPerCustomer = 4
+	_, err = v.ValidateCreate(cmAs("oidc:ann@acme.test", admissionv1.Create), bob)
+	g.Expect(err).NotTo(HaveOccurred())
+	v.MaxPerCustomer = 0
+	_, err = v.ValidateCreate(cmAs("oidc:ann@acme.test", admissionv1.Create), bob)
+	g.Expect(err).NotTo(HaveOccurred(), "0: no cap")
+}
+
 func TestMembershipUpdateAndDeleteCheckOldAndNew(t *testing.T) {
 	g := NewWithT(t)
 	v := newMembershipValidator(t)

@@ -44,6 +44,9 @@ type Options struct {
 	// RequireProjectPrefix confines a customer's Admins to projects named
 	// "<customer>-..." (--require-project-prefix).
 	RequireProjectPrefix bool
+	// MaxMembershipsPerCustomer caps the memberships a customer's Admins may make
+	// (--max-memberships-per-customer; 0: no cap). Partners are not capped.
+	MaxMembershipsPerCustomer int
 }
 
 // SetupWithManager registers every webhook of the operator with mgr's webhook server.
@@ -58,6 +61,7 @@ func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 			WithDefaulter(CustomerMembershipDefaulter{}).
 			WithValidator(&CustomerMembershipValidator{
 				Reader: opts.Reader, Partners: opts.Partners, UsernamePrefix: opts.UsernamePrefix,
+				MaxPerCustomer: opts.MaxMembershipsPerCustomer,
 			}).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMessage{}).
 			WithValidator(&CustomerMessageValidator{Partners: opts.Partners}).Complete(),
