@@ -294,7 +294,11 @@ func (r *CustomerMembershipReconciler) SetupWithManager(mgr ctrl.Manager) error 
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.CustomerMembership{}).
 		Watches(&v1alpha1.Customer{}, membershipsOfCustomer, builder.WithPredicates(deletionPredicate())).
-		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(r.siblings)).
+		// Which of a customer's memberships for one address wins (access.Winners)
+		// changes only when one is created, starts being deleted or is gone: not on
+		// status writes, which each listed the customer's memberships.
+		Watches(&v1alpha1.CustomerMembership{}, handler.EnqueueRequestsFromMapFunc(r.siblings),
+			builder.WithPredicates(deletionPredicate())).
 		// Only the two bindings accessGranted reads: every membership of the customer
 		// reconciles on each of their changes, and the customer's other bindings
 		// (acknowledge, memberships) change with them anyway.
@@ -328,7 +332,8 @@ func (r *CustomerMembershipReconciler) siblings(ctx context.Context, o client.Ob
 
 func (r *CustomerMembershipReconciler) membershipsOf(ctx context.Context, customer string, keep func(*v1alpha1.CustomerMembership) bool) []reconcile.Request {
 	var list v1alpha1.CustomerMembershipList
-	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: customer}); err != nil {
+	// Read only for their names: no copies of the customer's memberships.
+	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: customer}, client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "Listing memberships to enqueue", "customer", customer)
 		return nil
 	}
