@@ -2,6 +2,8 @@ package operator
 
 import (
 	"slices"
+	"strings"
+	"sync"
 	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -12,7 +14,7 @@ import (
 )
 
 // internShared makes the strings that many cached objects spell the same way
-// share one copy (unique.Make): type meta, label and annotation keys,
+// share one copy (intern): type meta, label and annotation keys,
 // finalizers, owner references' kinds, and the type, status, reason and message
 // of status conditions; a membership's username shares the e-mail address's bytes
 // when it is the same text. The JSON decoder gives every object its own copy of each;
@@ -74,4 +76,31 @@ func internKeys(m map[string]string) {
 	}
 }
 
-func intern(s string) string { return unique.Make(s).Value() }
+// interned holds the canonical copies, strongly: unique.Make alone keeps one only
+// while a Handle to it lives, and the Handle was dropped at once, so after each GC
+// cycle the next object got a new copy of every string (the sharing held only
+// among objects decoded between two collections, and a test of it failed when a
+// GC came between two objects). The first maxInterned distinct strings stay for
+// the process's life (the operator's own vocabulary is a few hundred); beyond
+// that, unique.Make's weak sharing is the fallback, so that per-object texts
+// (an expiry time, a mail server's error) cannot grow the table without bound.
+var interned = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
+
+const maxInterned = 4096
+
+func intern(s string) string {
+	interned.Lock()
+	defer interned.Unlock()
+	if c, ok := interned.m[s]; ok {
+		return c
+	}
+	if len(interned.m) >= maxInterned {
+		return unique.Make(s).Value()
+	}
+	c := strings.Clone(s)
+	interned.m[c] = c
+	return c
+}
