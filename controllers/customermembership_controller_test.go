@@ -336,15 +336,22 @@ var _ = Describe("CustomerMembership invitations", func() {
 		m := createMembership(newMembership("spaced-gil", "spaced", "gil@example.com", v1alpha1.RoleViewer, ""))
 		Eventually(mailsTo("gil@example.com")).Should(HaveLen(1))
 
-		By("holding back a resend within the interval, visibly")
+		first := mailsTo("gil@example.com")()[0]
+
+		By("holding back a resend within the interval, visibly, with the first link still working")
 		annotate(m.Name, v1alpha1.ResendInvitationAnnotation, "1")
 		Eventually(func(g Gomega) {
-			invited := membershipCondition(g, m.Name, v1alpha1.InvitedCondition)
-			g.Expect(invited.Reason).To(Equal(v1alpha1.InvitationPendingReason))
-			g.Expect(invited.Message).To(ContainSubstring(`an invitation to gil@example.com for customer "spaced" went out at`))
-			g.Expect(invited.Message).To(ContainSubstring("one address gets at most one per 1h0m0s (--invitation-min-interval)"))
+			reconciling := membershipCondition(g, m.Name, v1alpha1.ReconcilingCondition)
+			g.Expect(reconciling).NotTo(BeNil())
+			g.Expect(reconciling.Reason).To(Equal(v1alpha1.InvitationPendingReason))
+			g.Expect(reconciling.Message).To(HavePrefix("a new invitation (round 2) was requested; the link of round 1 works until then. held back until "))
+			g.Expect(reconciling.Message).To(ContainSubstring(`an invitation to gil@example.com for customer "spaced" went out at`))
+			g.Expect(reconciling.Message).To(ContainSubstring("one address gets at most one per 1h0m0s (--invitation-min-interval)"))
 		}).Should(Succeed())
 		Consistently(mailsTo("gil@example.com"), "1s").Should(HaveLen(1))
+		Expect(getMembership(Default, m.Name).Status.Invitation.Round).To(Equal(int32(1)))
+		code, _ := httpGet(linkIn(first))
+		Expect(code).To(Equal(http.StatusOK), "round 1's link still opens")
 
 		By("and a membership deleted and created again for the same address")
 		Expect(admin.Delete(ctx, m)).To(Succeed())

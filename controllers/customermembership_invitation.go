@@ -54,12 +54,36 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 		return ctrl.Result{}, false, nil
 	}
 
+	if inv := m.Status.Invitation; inv != nil && inv.Round >= 1 && newRoundRequested(m) {
+		// Held back before the round starts, so that the current round's link keeps
+		// working until the new one can go.
+		now := r.Clock.Now()
+		if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round+1, now); wait > 0 {
+			text := fmt.Sprintf("a new invitation (round %d) was requested; the link of round %d works until then. %s",
+				inv.Round+1, inv.Round, r.heldBack(m, now.Add(wait), last))
+			status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
+			return ctrl.Result{RequeueAfter: wait}, true, nil
+		}
+	}
 	r.ensureRound(ctx, m)
 	inv := m.Status.Invitation
 	if inv.SentTime != nil {
 		return r.followExpiry(m), true, nil
 	}
 	return r.send(ctx, s)
+}
+
+// heldBack says why an invitation waits for --invitation-min-interval.
+func (r *CustomerMembershipReconciler) heldBack(m *v1alpha1.CustomerMembership, until, last time.Time) string {
+	return fmt.Sprintf("held back until %s: an invitation to %s for customer %q went out at %s, and one address gets at most one per %s (--invitation-min-interval)",
+		until.UTC().Format(time.RFC3339), m.Spec.Email, m.Spec.Customer, last.UTC().Format(time.RFC3339), r.Recent.Interval)
+}
+
+// newRoundRequested says whether the resend-invitation annotation asks for a round
+// after the current one.
+func newRoundRequested(m *v1alpha1.CustomerMembership) bool {
+	request := resendRequest(m.Annotations[v1alpha1.ResendInvitationAnnotation])
+	return request != "" && m.Status.Invitation != nil && request != m.Status.Invitation.ResendRequest
 }
 
 // ensureRound starts round 1, or the next round when the resend-invitation
@@ -150,10 +174,9 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		}
 	}
 
-	if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, now); wait > 0 {
+	if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, now); wait > 0 {
 		// Not an attempt: nothing was tried. The membership waits, visibly.
-		text := fmt.Sprintf("held back until %s: an invitation to %s for customer %q went out at %s, and one address gets at most one per %s (--invitation-min-interval)",
-			now.Add(wait).UTC().Format(time.RFC3339), m.Spec.Email, m.Spec.Customer, last.UTC().Format(time.RFC3339), r.Recent.Interval)
+		text := r.heldBack(m, now.Add(wait), last)
 		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
 		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
 		return ctrl.Result{RequeueAfter: wait}, true, nil
@@ -205,7 +228,7 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
 	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
-	r.Recent.Record(string(m.Spec.Customer), m.Spec.Email, sentAt)
+	r.Recent.Record(string(m.Spec.Customer), m.Spec.Email, m.UID, round, sentAt)
 	if err := r.recordSent(ctx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the
 		// same link and Message-ID). This is the duplicate window of the docs.

@@ -131,8 +131,8 @@ func (r *CustomerMessageReconciler) reconcileNormal(ctx context.Context, s *mess
 	outcome := messages.Evaluate(msg, recipients, acknowledged)
 	msg.Status.Recipients, msg.Status.Pending = outcome.Recipients, outcome.Pending
 	if msg.Status.PublishedTime == nil && recipients.Len() > 0 {
-		now := r.now()
-		msg.Status.PublishedTime = &now
+		published := publicationTime(r.now(), s.recipients)
+		msg.Status.PublishedTime = &published
 	}
 
 	msg.Status.ObservedGeneration = msg.Generation
@@ -180,7 +180,27 @@ func (r *CustomerMessageReconciler) readRecipients(ctx context.Context, s *messa
 		return fmt.Errorf("listing memberships: %w", err)
 	}
 	s.recipients = messages.RecipientMemberships(msg, memberships.Items)
+	if len(s.recipients) == 0 && msg.Status.PublishedTime != nil && !messages.IsResolved(msg) &&
+		messages.ReadPolicy(msg) == v1alpha1.SingleRead {
+		// Every member of its publication has left: published again to the members
+		// of now, or nobody could ever resolve it.
+		msg.Status.PublishedTime = nil
+		s.recipients = messages.RecipientMemberships(msg, memberships.Items)
+	}
 	return nil
+}
+
+// publicationTime is when a message is published to recipients: now, or the
+// latest time one of them became active if that is later (the portal's and the API
+// server's clocks are not the operator's), so that each of them counts as active
+// by then on every later reconcile.
+func publicationTime(now metav1.Time, recipients []*v1alpha1.CustomerMembership) metav1.Time {
+	for _, m := range recipients {
+		if since := members.ActiveSince(m); since != nil && since.After(now.Time) {
+			now = *since
+		}
+	}
+	return now
 }
 
 // releaseReservations drops the reservations whose acknowledgement is now listed

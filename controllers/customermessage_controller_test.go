@@ -314,6 +314,30 @@ var _ = Describe("CustomerMessage", func() {
 		})
 	})
 
+	It("publishes a SingleRead message again when every member of its publication has left", func() {
+		const customer = "msg-left"
+		ivy, jon := "ivy@left.example", "jon@left.example"
+		ivyMember := msgMember(customer, ivy, v1alpha1.RoleEditor)
+		msgCustomerWithMembers(customer, ivyMember)
+		single := msgMessage("msg-left-single", customer, v1alpha1.SingleRead)
+		Expect(admin.Create(ctx, single)).To(Succeed())
+		first := msgEventually(single.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(Equal(int32(1)))
+		}).Status.PublishedTime.Time
+
+		Expect(admin.Delete(ctx, ivyMember)).To(Succeed())
+		Eventually(func() bool { return time.Now().After(first.Add(1100 * time.Millisecond)) }, "3s").Should(BeTrue())
+		Expect(admin.Create(ctx, msgMember(customer, jon, v1alpha1.RoleEditor))).To(Succeed())
+		msgEventually(single.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(m.Status.Recipients).To(Equal(int32(1)))
+			g.Expect(m.Status.PublishedTime.Time).To(BeTemporally(">", first), "published again, to jon")
+		})
+		Expect(msgUser(jon).Create(ctx, msgAck("msg-left-single-jon", single.Name, jon))).To(Succeed())
+		msgEventually(single.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
+			g.Expect(msgCondition(m, v1alpha1.ResolvedCondition).Status).To(Equal(metav1.ConditionTrue))
+		})
+	})
+
 	It("lets exactly one of several concurrent acknowledgements resolve a SingleRead message, and tells the others who did", func() {
 		const n = 6
 		var users []string

@@ -161,8 +161,9 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 				// The server, the connection or our configuration is at fault, not this
 				// address: the rest would each wait out the same failure (up to
 				// noticeSendTimeout), holding a worker and a pooled connection. They go
-				// after the backoff. A refusal of one recipient (no such mailbox,
-				// greylisting, a full mailbox) does not stop the others.
+				// after the backoff. A refusal at RCPT TO (no such mailbox, greylisting, a
+				// policy, which may be about this address alone) comes at once and does
+				// not stop the others.
 				break
 			}
 			continue

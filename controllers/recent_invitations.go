@@ -1,9 +1,12 @@
 package controllers
 
 import (
-	"hash/fnv"
+	"hash/maphash"
+	"strconv"
 	"sync"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/partnerops/customer-operator/internal/validation"
 )
@@ -14,60 +17,83 @@ import (
 // annotation) or deleted and created again: a customer's Admins choose the
 // addresses, and the partner's mail server sends. It lives in the leader's memory
 // (a restart forgets it, and sends no more than a restart's worth), and holds only
-// the last Interval's addresses, 16 bytes each.
+// the last Interval's addresses, about 24 bytes each.
+//
+// The same invitation (membership UID and round) is never held back by its own
+// entry: that is the mail re-sent after a crash between sending and recording,
+// which carries the same link.
 type RecentInvitations struct {
 	// Interval is --invitation-min-interval; zero turns the limit off.
 	Interval time.Duration
 
 	mu        sync.Mutex
-	sent      map[uint64]int64 // hash of customer and address → unix nanoseconds
+	seed      maphash.Seed
+	sent      map[uint64]recentSend
 	lastPrune time.Time
 }
 
-func recentKey(customer, email string) uint64 {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(customer))
-	_, _ = h.Write([]byte{0})
-	_, _ = h.Write([]byte(validation.LowerASCII(email)))
+type recentSend struct {
+	at         int64  // unix nanoseconds
+	invitation uint64 // hash of the membership UID and round
+}
+
+// hash is keyed with a random seed, so that nobody can choose an address whose
+// key collides with another customer's.
+func (r *RecentInvitations) hash(parts ...string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(r.seed)
+	for _, p := range parts {
+		_, _ = h.WriteString(p)
+		_ = h.WriteByte(0)
+	}
 	return h.Sum64()
 }
 
-// Wait is how long an invitation to email for customer must still wait at now,
-// and when the last one went out; zero when it may go.
-func (r *RecentInvitations) Wait(customer, email string, now time.Time) (time.Duration, time.Time) {
+func (r *RecentInvitations) init() {
+	if r.sent == nil {
+		r.seed = maphash.MakeSeed()
+		r.sent = map[uint64]recentSend{}
+	}
+}
+
+// Wait is how long invitation round of membership uid, to email for customer,
+// must still wait at now, and when the last one to that address went out; zero
+// when it may go.
+func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
 	if r == nil || r.Interval <= 0 {
 		return 0, time.Time{}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	at, ok := r.sent[recentKey(customer, email)]
-	if !ok {
+	r.init()
+	last, ok := r.sent[r.hash(customer, validation.LowerASCII(email))]
+	if !ok || last.invitation == r.hash(string(uid), strconv.Itoa(int(round))) {
 		return 0, time.Time{}
 	}
-	last := time.Unix(0, at)
-	return max(last.Add(r.Interval).Sub(now), 0), last
+	at := time.Unix(0, last.at)
+	return max(at.Add(r.Interval).Sub(now), 0), at
 }
 
-// Record notes an invitation sent at at, and forgets those older than Interval
-// (a sweep at most once per Interval).
-func (r *RecentInvitations) Record(customer, email string, at time.Time) {
+// Record notes invitation round of membership uid sent to email for customer at
+// at, and forgets those older than Interval (a sweep at most once per Interval).
+func (r *RecentInvitations) Record(customer, email string, uid types.UID, round int32, at time.Time) {
 	if r == nil || r.Interval <= 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.sent == nil {
-		r.sent = map[uint64]int64{}
-	}
+	r.init()
 	if at.Sub(r.lastPrune) >= r.Interval {
-		for k, t := range r.sent {
-			if at.Sub(time.Unix(0, t)) >= r.Interval {
+		for k, s := range r.sent {
+			if at.Sub(time.Unix(0, s.at)) >= r.Interval {
 				delete(r.sent, k)
 			}
 		}
 		r.lastPrune = at
 	}
-	r.sent[recentKey(customer, email)] = at.UnixNano()
+	r.sent[r.hash(customer, validation.LowerASCII(email))] = recentSend{
+		at: at.UnixNano(), invitation: r.hash(string(uid), strconv.Itoa(int(round))),
+	}
 }
 
 // Len is how many addresses it remembers.

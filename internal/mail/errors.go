@@ -24,16 +24,17 @@ import (
 //     unauthorized senders. The server or our configuration is at fault, not the
 //     message, and every mail fails alike until it is fixed. Retry with backoff.
 //
-// Recipient tells whether the reply was about this recipient alone (a reply to
-// RCPT TO other than the policy ones above: no such mailbox, greylisting, a full
-// mailbox), so that other recipients may still be tried.
+// Recipient tells whether the server answered RCPT TO for this recipient (no such
+// mailbox, greylisting, a full mailbox, a policy on the recipient or on relaying):
+// the connection works and answers at once, so other recipients may still be
+// tried, and one whose refusal is about them alone does not hold up the rest.
 //
 // The text never contains the body (invitation links are secrets), only the
 // recipient, the server's reply and the Message-ID.
 type Error struct {
 	// Permanent is true when retrying the same message cannot help.
 	Permanent bool
-	// Recipient is true when the server refused this recipient, not every mail.
+	// Recipient is true when the server refused this recipient at RCPT TO.
 	Recipient bool
 	// Code is the SMTP reply code when the server gave one, else 0.
 	Code int
@@ -50,8 +51,8 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &e) && e.Permanent
 }
 
-// IsRecipientRefusal reports whether err is a refusal of the recipient alone, so
-// that the server may still accept other recipients.
+// IsRecipientRefusal reports whether err is the server's answer to RCPT TO for
+// this recipient, so that other recipients may still be tried.
 func IsRecipientRefusal(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Recipient
@@ -74,7 +75,7 @@ func classifySend(err error) *Error {
 	refused := code >= 500 && code < 600 && !policy
 	return &Error{
 		Permanent: refused && (reason == gomail.ErrSMTPRcptTo || reason == gomail.ErrSMTPDataClose),
-		Recipient: reason == gomail.ErrSMTPRcptTo && code != 0 && !policy,
+		Recipient: reason == gomail.ErrSMTPRcptTo && code != 0,
 		Code:      code,
 		err:       err,
 	}

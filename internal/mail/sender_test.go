@@ -331,8 +331,8 @@ func TestRecipientStageReplies(t *testing.T) {
 		enhanced             [3]int
 		permanent, recipient bool
 	}{
-		"554 5.7.1 relay access denied": {554, [3]int{5, 7, 1}, false, false},
-		"550 5.7.1 sender not allowed":  {550, [3]int{5, 7, 1}, false, false},
+		"554 5.7.1 relay access denied": {554, [3]int{5, 7, 1}, false, true},
+		"550 5.7.1 sender not allowed":  {550, [3]int{5, 7, 1}, false, true},
 		"550 5.1.1 no such mailbox":     {550, [3]int{5, 1, 1}, true, true},
 		"451 4.7.1 greylisted":          {451, [3]int{4, 7, 1}, false, true},
 		"452 4.2.2 mailbox full":        {452, [3]int{4, 2, 2}, false, true},

@@ -75,8 +75,9 @@ func (v *CustomerMembershipValidator) ValidateCreate(ctx context.Context, m *v1a
 }
 
 // refuseOverCap refuses an Admin's membership when the customer has
-// MaxPerCustomer already (being deleted or not, pending or active). Two creates
-// racing past the check may end one over: a bound on abuse, not a quota.
+// MaxPerCustomer already (being deleted or not, pending or active), as the cache
+// shows them. Creates racing past the check may each end one over (as many as
+// are in flight at once): a bound on abuse, not a quota.
 func (v *CustomerMembershipValidator) refuseOverCap(ctx context.Context, m *v1alpha1.CustomerMembership) error {
 	if v.MaxPerCustomer <= 0 {
 		return nil
