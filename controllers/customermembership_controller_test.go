@@ -100,7 +100,11 @@ func createCustomer(name, displayName string) *v1alpha1.Customer {
 	c := newCustomer(name, displayName)
 	Expect(admin.Create(ctx, c)).To(Succeed())
 	DeferCleanup(func() {
-		Expect(client.IgnoreNotFound(admin.Delete(ctx, newCustomer(name, displayName)))).To(Succeed())
+		// Cleanups run in reverse: a project deleted just before may not show as being
+		// deleted in the webhook's cache yet ("still has 1 project(s)"); ask again.
+		Eventually(func() error {
+			return client.IgnoreNotFound(admin.Delete(ctx, newCustomer(name, displayName)))
+		}, "30s").Should(Succeed())
 		// Gone before the next spec may use the name again (the finalizer runs first).
 		Eventually(func() bool {
 			return apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.Customer{}))

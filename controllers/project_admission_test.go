@@ -82,6 +82,7 @@ func pqBind(user, clusterRole string) {
 	}
 	Expect(admin.Create(ctx, crb)).To(Succeed())
 	DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, crb))).To(Succeed()) })
+	waitBound(user, clusterRole)
 }
 
 // pqCustomer creates a Customer and, unless maxProjects is nil, its CustomerQuota,
