@@ -363,7 +363,12 @@ var _ = Describe("CustomerMembership invitations", func() {
 			return apierrors.IsNotFound(admin.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.CustomerMembership{}))
 		}).Should(BeTrue())
 		again := createMembership(newMembership("spaced-gil", "spaced", "gil@example.com", v1alpha1.RoleViewer, ""))
-		expectCondition(again.Name, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason)
+		Eventually(func(g Gomega) {
+			invited := membershipCondition(g, again.Name, v1alpha1.InvitedCondition)
+			g.Expect(invited).NotTo(BeNil())
+			g.Expect(invited.Reason).To(Equal(v1alpha1.InvitationPendingReason))
+			g.Expect(invited.Message).To(HavePrefix("held back until "))
+		}).Should(Succeed())
 		Consistently(mailsTo("gil@example.com"), "1s").Should(HaveLen(1))
 
 		By("while another address of the customer goes at once")

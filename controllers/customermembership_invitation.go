@@ -59,8 +59,12 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 		// working until the new one can go.
 		now := r.Clock.Now()
 		if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round+1, now); wait > 0 {
-			text := fmt.Sprintf("a new invitation (round %d) was requested; the link of round %d works until then. %s",
-				inv.Round+1, inv.Round, r.heldBack(m, now.Add(wait), last))
+			current := fmt.Sprintf("the link of round %d works until then", inv.Round)
+			if inv.SentTime == nil {
+				current = fmt.Sprintf("round %d was not sent either", inv.Round)
+			}
+			text := fmt.Sprintf("a new invitation (round %d) was requested; %s. %s",
+				inv.Round+1, current, r.heldBack(m, now.Add(wait), last))
 			status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
 			return ctrl.Result{RequeueAfter: wait}, true, nil
 		}
@@ -174,7 +178,7 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		}
 	}
 
-	if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, now); wait > 0 {
+	if wait, last := r.Recent.Reserve(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, now); wait > 0 {
 		// Not an attempt: nothing was tried. The membership waits, visibly.
 		text := r.heldBack(m, now.Add(wait), last)
 		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
@@ -228,7 +232,6 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
 	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
-	r.Recent.Record(string(m.Spec.Customer), m.Spec.Email, m.UID, round, sentAt)
 	if err := r.recordSent(ctx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the
 		// same link and Message-ID). This is the duplicate window of the docs.

@@ -61,6 +61,9 @@ type messageScope struct {
 	customer *v1alpha1.Customer
 	// recipients are the memberships that make their people recipients.
 	recipients []*v1alpha1.CustomerMembership
+	// republish: a SingleRead message whose publication's members have all left
+	// goes to the members of now.
+	republish bool
 }
 
 // Reconcile is the flow: the status first, then the e-mail notices, which need
@@ -130,7 +133,7 @@ func (r *CustomerMessageReconciler) reconcileNormal(ctx context.Context, s *mess
 
 	outcome := messages.Evaluate(msg, recipients, acknowledged)
 	msg.Status.Recipients, msg.Status.Pending = outcome.Recipients, outcome.Pending
-	if msg.Status.PublishedTime == nil && recipients.Len() > 0 {
+	if (msg.Status.PublishedTime == nil || s.republish) && recipients.Len() > 0 {
 		published := publicationTime(r.now(), s.recipients)
 		msg.Status.PublishedTime = &published
 	}
@@ -183,9 +186,13 @@ func (r *CustomerMessageReconciler) readRecipients(ctx context.Context, s *messa
 	if len(s.recipients) == 0 && msg.Status.PublishedTime != nil && !messages.IsResolved(msg) &&
 		messages.ReadPolicy(msg) == v1alpha1.SingleRead {
 		// Every member of its publication has left: published again to the members
-		// of now, or nobody could ever resolve it.
-		msg.Status.PublishedTime = nil
-		s.recipients = messages.RecipientMemberships(msg, memberships.Items)
+		// of now (reconcileNormal sets the new time), or nobody could ever resolve
+		// it. The status is not touched here: an error later in the reconcile must
+		// not store a message without a publication.
+		unpublished := *msg
+		unpublished.Status.PublishedTime = nil
+		s.recipients = messages.RecipientMemberships(&unpublished, memberships.Items)
+		s.republish = len(s.recipients) > 0
 	}
 	return nil
 }

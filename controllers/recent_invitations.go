@@ -17,7 +17,8 @@ import (
 // annotation) or deleted and created again: a customer's Admins choose the
 // addresses, and the partner's mail server sends. It lives in the leader's memory
 // (a restart forgets it, and sends no more than a restart's worth), and holds only
-// the last Interval's addresses, about 24 bytes each.
+// the last Interval's addresses (1.5 MB for the 20,000 of a 10,000-customer
+// convergence, measured; Go maps do not shrink after such a burst).
 //
 // The same invitation (membership UID and round) is never held back by its own
 // entry: that is the mail re-sent after a crash between sending and recording,
@@ -74,15 +75,32 @@ func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round in
 	return max(at.Add(r.Interval).Sub(now), 0), at
 }
 
-// Record notes invitation round of membership uid sent to email for customer at
-// at, and forgets those older than Interval (a sweep at most once per Interval).
-func (r *RecentInvitations) Record(customer, email string, uid types.UID, round int32, at time.Time) {
+// Reserve is Wait, and when the invitation may go, records it as sent at now in
+// the same step, so that two reconciles (a membership deleted mid-send and its
+// re-creation) cannot both pass. A reservation whose send then fails still
+// counts: at most one attempt per address and Interval.
+func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
 	if r == nil || r.Interval <= 0 {
-		return
+		return 0, time.Time{}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
+	key := r.hash(customer, validation.LowerASCII(email))
+	invitation := r.hash(string(uid), strconv.Itoa(int(round)))
+	if last, ok := r.sent[key]; ok && last.invitation != invitation {
+		at := time.Unix(0, last.at)
+		if wait := at.Add(r.Interval).Sub(now); wait > 0 {
+			return wait, at
+		}
+	}
+	r.record(key, invitation, now)
+	return 0, time.Time{}
+}
+
+// record stores a send and forgets those older than Interval (a sweep at most
+// once per Interval). r.mu is held.
+func (r *RecentInvitations) record(key, invitation uint64, at time.Time) {
 	if at.Sub(r.lastPrune) >= r.Interval {
 		for k, s := range r.sent {
 			if at.Sub(time.Unix(0, s.at)) >= r.Interval {
@@ -91,9 +109,7 @@ func (r *RecentInvitations) Record(customer, email string, uid types.UID, round 
 		}
 		r.lastPrune = at
 	}
-	r.sent[r.hash(customer, validation.LowerASCII(email))] = recentSend{
-		at: at.UnixNano(), invitation: r.hash(string(uid), strconv.Itoa(int(round))),
-	}
+	r.sent[key] = recentSend{at: at.UnixNano(), invitation: invitation}
 }
 
 // Len is how many addresses it remembers.

@@ -4,7 +4,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unique"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -80,27 +79,34 @@ func internKeys(m map[string]string) {
 // while a Handle to it lives, and the Handle was dropped at once, so after each GC
 // cycle the next object got a new copy of every string (the sharing held only
 // among objects decoded between two collections, and a test of it failed when a
-// GC came between two objects). The first maxInterned distinct strings stay for
-// the process's life (the operator's own vocabulary is a few hundred); beyond
-// that, unique.Make's weak sharing is the fallback, so that per-object texts
-// (an expiry time, a mail server's error) cannot grow the table without bound.
+// GC came between two objects).
+//
+// Two generations of at most maxInterned strings each: when the current one is
+// full it becomes the old one, and the old one is dropped; a string found in the
+// old generation moves to the current one. What objects keep spelling (type meta,
+// finalizers, condition types, reasons, the common messages) stays; per-object
+// texts (a customer's name in a message, a time, a mail server's error) age out
+// instead of filling the table, which holds at most 2 × maxInterned strings.
 var interned = struct {
 	sync.Mutex
-	m map[string]string
-}{m: map[string]string{}}
+	cur, old map[string]string
+}{cur: map[string]string{}}
 
-const maxInterned = 4096
+const maxInterned = 1024
 
 func intern(s string) string {
 	interned.Lock()
 	defer interned.Unlock()
-	if c, ok := interned.m[s]; ok {
+	if c, ok := interned.cur[s]; ok {
 		return c
 	}
-	if len(interned.m) >= maxInterned {
-		return unique.Make(s).Value()
+	c, ok := interned.old[s]
+	if !ok {
+		c = strings.Clone(s)
 	}
-	c := strings.Clone(s)
-	interned.m[c] = c
+	if len(interned.cur) >= maxInterned {
+		interned.old, interned.cur = interned.cur, make(map[string]string, maxInterned)
+	}
+	interned.cur[c] = c
 	return c
 }

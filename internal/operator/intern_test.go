@@ -136,3 +136,24 @@ func BenchmarkCachedObjectBytes(b *testing.B) {
 		}
 	}
 }
+
+// Per-object texts age out of the intern table; what objects keep spelling stays
+// shared, and the table stays bounded.
+func TestInternKeepsTheVocabularyAndForgetsTheRest(t *testing.T) {
+	const apiVersion = "customers.partnerops.io/v1alpha1"
+	common := intern(strings.Clone(apiVersion))
+	for i := range 5 * maxInterned {
+		intern(fmt.Sprintf("editor access to customer \"c-%d\" is granted", i))
+		if i%(maxInterned/2) == 0 {
+			if got := intern(strings.Clone(apiVersion)); !sameBytes(got, common) {
+				t.Fatalf("after %d per-object texts, %q has a second copy", i, apiVersion)
+			}
+		}
+	}
+	interned.Lock()
+	n := len(interned.cur) + len(interned.old)
+	interned.Unlock()
+	if n > 2*maxInterned {
+		t.Errorf("the table holds %d strings, more than %d", n, 2*maxInterned)
+	}
+}
