@@ -308,10 +308,9 @@ func (r *Rotator) renew(data map[string][]byte, live []*x509.Certificate, now ti
 		// Trust the old CA too while it is valid: replicas that still serve the
 		// old certificate keep working until they read the new one. When the
 		// Secret's CA is gone (deleted, emptied, corrupted), the old CAs are the
-		// ones the caBundles hold now.
-		// At most the two newest: replicas serve the newest CA's certificate, or
-		// for a few minutes the one before it; older ones would only pile up each
-		// time the Secret is emptied.
+		// ones the caBundles hold now, at most the two newest: replicas serve the
+		// newest CA's certificate, or for a few minutes the one before it; older
+		// ones would only pile up each time the Secret is emptied.
 		previous := live
 		if caErr == nil {
 			previous = []*x509.Certificate{firstCert(caBundle)}
