@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
@@ -313,7 +314,23 @@ var _ = Describe("CustomerMessage", func() {
 		err := msgUser(hal).Create(ctx, msgAck("msg-later-single-hal", single.Name, hal))
 		expectDenied(err, `"hal@later.example" is not a recipient of CustomerMessage "msg-later-single": it is a SingleRead message for the active members of customer "msg-later" when it was published`)
 		Expect(msgUser(hal).Create(ctx, msgAck("msg-later-all-hal", all.Name, hal))).To(Succeed())
+
+		By("an update of an acknowledgement's metadata alone does not call its webhook (matchConditions)")
+		ackHook := map[string]string{"webhook": "/validate-customers-partnerops-io-v1alpha1-messageacknowledgement", "code": "200"}
+		calls := func() float64 { return counter("controller_runtime_webhook_requests_total", ackHook) }
+		Eventually(func(g Gomega) {
+			ack := &v1alpha1.MessageAcknowledgement{}
+			g.Expect(admin.Get(ctx, client.ObjectKey{Name: "msg-later-all-hal"}, ack)).To(Succeed())
+			g.Expect(ack.OwnerReferences).NotTo(BeEmpty(), "the operator's owner reference, an UPDATE of its own")
+		}).Should(Succeed())
+		before := calls()
+		Expect(updateFresh(&v1alpha1.MessageAcknowledgement{ObjectMeta: metav1.ObjectMeta{Name: "msg-later-all-hal"}}, func() {})).To(Succeed())
+		Expect(admin.Patch(ctx, &v1alpha1.MessageAcknowledgement{ObjectMeta: metav1.ObjectMeta{Name: "msg-later-all-hal"}},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"ops"}}}`)))).To(Succeed())
+		// A create must call it: once that call shows, the updates' would have too.
 		Expect(msgUser(gus).Create(ctx, msgAck("msg-later-single-gus", single.Name, gus))).To(Succeed())
+		Eventually(calls).Should(BeNumerically(">", before))
+		Consistently(calls, "500ms").Should(Equal(before + 1))
 		msgEventually(single.Name, func(g Gomega, m *v1alpha1.CustomerMessage) {
 			g.Expect(msgCondition(m, v1alpha1.ResolvedCondition).Status).To(Equal(metav1.ConditionTrue))
 		})
