@@ -54,7 +54,7 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 			allowed                                bool
 		}{
 			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "get", true},
-			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "update", true},
+			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "update", false}, // patch is enough
 			{"", "secrets", testenv.OperatorNamespace, certrotation.DefaultSecretName, "patch", true},
 			{"", "secrets", testenv.OperatorNamespace, "some-other-secret", "update", false},
 			// To create the Secret again if it is deleted (create cannot be narrowed by name).
