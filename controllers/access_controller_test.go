@@ -41,7 +41,9 @@ var _ = Describe("Access", func() {
 		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
 
 		By("granting view in the project, and get by name on the customer and its quota, nothing more")
-		Expect(canGetPods(user, "access-co-web")()).To(BeTrue(), "Ready means access was granted")
+		// Ready means the bindings are written; the API server's authorizer reads them
+		// from its own informer a moment later.
+		Eventually(canGetPods(user, "access-co-web"), "3s").Should(BeTrue(), "Ready means access was granted")
 		Expect(canCreateDeployments(user, "access-co-web")()).To(BeFalse())
 		Expect(canI(user, "get", v1alpha1.GroupName, "customers", "", "access-co")).To(BeTrue())
 		Expect(canI(user, "get", v1alpha1.GroupName, "customerquotas", "", "access-co")).To(BeTrue())

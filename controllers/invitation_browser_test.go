@@ -141,7 +141,9 @@ var _ = Describe("Invitation acceptance", func() {
 			g.Expect(got.Status.AcceptedTime).NotTo(BeNil())
 			g.Expect(got.Status.AcceptedRound).To(Equal(int32(1)))
 		}).Should(Succeed())
-		Expect(canCreateDeployments(user, "browser-co-web")()).To(BeTrue(),
+		// The API server's authorizer reads the new binding from its informer a moment
+		// after Ready.
+		Eventually(canCreateDeployments(user, "browser-co-web"), "3s").Should(BeTrue(),
 			"edit in the project (kube-controller-manager aggregates its rules); Ready means granted")
 
 		By("refusing the used link: it works once")
