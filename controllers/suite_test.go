@@ -70,7 +70,9 @@ var _ = BeforeSuite(func() {
 	opts.InvitationMinInterval = 0
 	// Invitations go to a real SMTP server in this process; the portal listens on
 	// a fixed free port so that the links in its mails open it.
-	mailServer, err = mailtest.NewServer()
+	// On a stable port: a spec stops and restarts it (an outage), and a port from
+	// the kernel's range for outgoing connections could be taken meanwhile.
+	mailServer, err = mailtest.NewServer(mailtest.WithAddr(freeLocalAddr()))
 	Expect(err).NotTo(HaveOccurred())
 	opts.SMTPAddress, opts.SMTPTLS = mailServer.Addr(), "none"
 	portalAddr := freeLocalAddr()

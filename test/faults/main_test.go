@@ -42,7 +42,13 @@ func newRig(ctx context.Context, t *testing.T) *rig {
 		t.Fatalf("the control plane must start (these tests never skip): %v", err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	smtp, err := mailtest.NewServer()
+	// On a stable port: the outage spec stops and restarts it, and a port from the
+	// kernel's range for outgoing connections could be taken meanwhile.
+	addr, err := testenv.StableAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	smtp, err := mailtest.NewServer(mailtest.WithAddr(addr))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,12 @@ const (
 // Option configures a Server.
 type Option func(*Server)
 
+// WithAddr listens on addr (host:port) instead of a free port the kernel picks.
+// A server that is stopped and started again (an outage) needs a port outside the
+// range the kernel gives outgoing connections, or one of those may take it
+// meanwhile.
+func WithAddr(addr string) Option { return func(s *Server) { s.addr = addr } }
+
 // WithTLS makes the server offer STARTTLS with the given configuration.
 func WithTLS(config *tls.Config) Option {
 	return func(s *Server) { s.tlsConfig = config }
