@@ -348,7 +348,7 @@ var _ = Describe("CustomerMembership invitations", func() {
 			reconciling := membershipCondition(g, m.Name, v1alpha1.ReconcilingCondition)
 			g.Expect(reconciling).NotTo(BeNil())
 			g.Expect(reconciling.Reason).To(Equal(v1alpha1.InvitationPendingReason))
-			g.Expect(reconciling.Message).To(HavePrefix("a new invitation (round 2) was requested; the link of round 1 works until then. held back until "))
+			g.Expect(reconciling.Message).To(HavePrefix("a new invitation (round 2) was requested; the link of round 1 works until then; held back until "))
 			g.Expect(reconciling.Message).To(ContainSubstring(`an invitation to gil@example.com for customer "spaced" went out at`))
 			g.Expect(reconciling.Message).To(ContainSubstring("one address gets at most one per 1h0m0s (--invitation-min-interval)"))
 		}).Should(Succeed())

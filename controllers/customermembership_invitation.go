@@ -63,7 +63,7 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 			if inv.SentTime == nil {
 				current = fmt.Sprintf("round %d was not sent either", inv.Round)
 			}
-			text := fmt.Sprintf("a new invitation (round %d) was requested; %s. %s",
+			text := fmt.Sprintf("a new invitation (round %d) was requested; %s; %s",
 				inv.Round+1, current, r.heldBack(m, now.Add(wait), last))
 			status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
 			return ctrl.Result{RequeueAfter: wait}, true, nil
