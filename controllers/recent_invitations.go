@@ -61,18 +61,7 @@ func (r *RecentInvitations) init() {
 // must still wait at now, and when the last one to that address went out; zero
 // when it may go.
 func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
-	if r == nil || r.Interval <= 0 {
-		return 0, time.Time{}
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.init()
-	last, ok := r.sent[r.hash(customer, validation.LowerASCII(email))]
-	if !ok || last.invitation == r.hash(string(uid), strconv.Itoa(int(round))) {
-		return 0, time.Time{}
-	}
-	at := time.Unix(0, last.at)
-	return max(at.Add(r.Interval).Sub(now), 0), at
+	return r.check(customer, email, uid, round, now, false)
 }
 
 // Reserve is Wait, and when the invitation may go, records it as sent at now in
@@ -80,6 +69,10 @@ func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round in
 // re-creation) cannot both pass. A reservation whose send then fails still
 // counts: at most one attempt per address and Interval.
 func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
+	return r.check(customer, email, uid, round, now, true)
+}
+
+func (r *RecentInvitations) check(customer, email string, uid types.UID, round int32, now time.Time, reserve bool) (time.Duration, time.Time) {
 	if r == nil || r.Interval <= 0 {
 		return 0, time.Time{}
 	}
@@ -94,7 +87,9 @@ func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round
 			return wait, at
 		}
 	}
-	r.record(key, invitation, now)
+	if reserve {
+		r.record(key, invitation, now)
+	}
 	return 0, time.Time{}
 }
 
