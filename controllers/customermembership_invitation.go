@@ -27,6 +27,10 @@ import (
 // worker forever; the mail package's own per-command timeout is shorter.
 const sendTimeout = time.Minute
 
+// recordTimeout bounds the write of a mail's outcome, which does not stop with
+// the reconcile's context (see send).
+const recordTimeout = 15 * time.Second
+
 // maxLastError is the API's bound on status.invitation.lastError.
 const maxLastError = 1024
 
@@ -224,6 +228,13 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		return ctrl.Result{}, true, err
 	}
 
+	// From here on the attempt is on record, and the send and its record are
+	// finished even when the manager is stopping: controller-runtime cancels ctx
+	// at once on SIGTERM and then waits for the running reconciles, so with ctx
+	// a rollout aborted mails in flight and failed to record the ones the server
+	// had just accepted, which the next leader then sent again. Each step keeps
+	// its own bound; the pod's grace period bounds the whole.
+	ctx = context.WithoutCancel(ctx)
 	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
 	logger := log.FromContext(ctx).WithValues("round", inv.Round, "attempt", inv.Attempts)
@@ -232,7 +243,9 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
 	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
-	if err := r.recordSent(ctx, s, round, sentAt); err != nil {
+	recordCtx, cancelRecord := context.WithTimeout(ctx, recordTimeout)
+	defer cancelRecord()
+	if err := r.recordSent(recordCtx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the
 		// same link and Message-ID). This is the duplicate window of the docs.
 		return ctrl.Result{}, true, fmt.Errorf("recording the sent invitation: %w", err)

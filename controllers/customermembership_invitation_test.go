@@ -224,6 +224,58 @@ func TestCrashBetweenSendAndRecordSendsTheSameMailAgain(t *testing.T) {
 	g.Expect(h.get(t, "m").Status.Invitation.Attempts).To(Equal(int32(2)))
 }
 
+// ctxAwareStatus makes the fake client's status writes fail on a cancelled
+// context, as the real client's requests do.
+func ctxAwareStatus() *interceptor.Funcs {
+	return &interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	}
+}
+
+// On SIGTERM controller-runtime cancels the reconcile's context at once and then
+// waits for the reconcile. A mail the server accepted meanwhile must still be
+// recorded, or the next leader sends it again; a reconcile that starts stopped
+// sends nothing.
+func TestStoppingWhileSendingStillRecordsTheMail(t *testing.T) {
+	g := NewWithT(t)
+	h := newHarness(t, invited("m"), ctxAwareStatus())
+	ctx, stop := context.WithCancel(context.Background())
+	deliver := h.r.Sender
+	h.r.Sender = mail.SenderFunc(func(sendCtx context.Context, msg mail.Message) error {
+		stop() // SIGTERM while the server is answering
+		if err := sendCtx.Err(); err != nil {
+			return err // what the SMTP client does with a cancelled context
+		}
+		return deliver.Send(sendCtx, msg)
+	})
+
+	_, err := h.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "m"}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(h.sent).To(HaveLen(1))
+	after := h.get(t, "m")
+	g.Expect(after.Status.Invitation.SentTime).NotTo(BeNil(), "the mail that went out is on record")
+	g.Expect(apimeta.IsStatusConditionTrue(after.Status.Conditions, v1alpha1.InvitedCondition)).To(BeTrue())
+
+	// The next leader has nothing to send.
+	h.r.Sender = deliver
+	h.reconcile(t, "m")
+	g.Expect(h.sent).To(HaveLen(1))
+
+	// A reconcile that begins after the stop does not start an attempt.
+	other := invited("n")
+	other.UID = "0b6f3c1e-2d4a-4f5b-8c7d-9e0f1a2b3c4d"
+	other.Spec.Email = "erin@example.com"
+	g.Expect(h.c.Create(context.Background(), other)).To(Succeed())
+	_, err = h.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "n"}})
+	g.Expect(err).To(MatchError(context.Canceled))
+	g.Expect(h.sent).To(HaveLen(1), "no mail without its attempt on record")
+}
+
 func TestFailedSendBacksOffAndWarnsOnce(t *testing.T) {
 	g := NewWithT(t)
 	h := newHarness(t, invited("m"), nil)

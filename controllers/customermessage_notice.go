@@ -27,8 +27,13 @@ import (
 // lock, so that a reconcile that read a stale status (one that does not list a
 // recipient as sent yet) conflicts instead of sending twice; the addresses sent to
 // are recorded right after. A crash between the two re-sends those mails, with the
-// same Message-ID (mail.NoticeMessageID), so receivers can tell.
+// same Message-ID (mail.NoticeMessageID), so receivers can tell. An attempt
+// sends at most noticeBatch mails, which bounds that window, and stops between
+// mails when the manager is stopping, recording what went out.
 const (
+	// noticeBatch is the most mails one attempt sends before recording them; the
+	// rest go in the next attempt, at once.
+	noticeBatch = 50
 	// noticeSendTimeout bounds one mail, so a hanging SMTP server cannot hold a worker.
 	noticeSendTimeout = time.Minute
 	// maxNoticeSent is the MaxItems of status.notice.sent.
@@ -39,11 +44,11 @@ const (
 
 // noticesDue returns the recipient memberships still to be sent the notice, sorted
 // by address, one per address: none unless spec.notify is Email and the message is
-// open.
-func noticesDue(s *messageScope) []*v1alpha1.CustomerMembership {
+// open. Beyond what status.notice.sent can hold, it returns how many are left out.
+func noticesDue(s *messageScope) (due []*v1alpha1.CustomerMembership, leftOut int) {
 	msg := s.message
 	if msg.Spec.Notify != v1alpha1.NotifyEmail || messages.IsResolved(msg) {
-		return nil
+		return nil, 0
 	}
 	sent := map[string]bool{}
 	if msg.Status.Notice != nil {
@@ -51,7 +56,6 @@ func noticesDue(s *messageScope) []*v1alpha1.CustomerMembership {
 			sent[e] = true
 		}
 	}
-	var due []*v1alpha1.CustomerMembership
 	for _, m := range s.recipients {
 		email := strings.ToLower(m.Spec.Email)
 		if !sent[email] {
@@ -61,9 +65,10 @@ func noticesDue(s *messageScope) []*v1alpha1.CustomerMembership {
 	}
 	sort.Slice(due, func(i, j int) bool { return due[i].Spec.Email < due[j].Spec.Email })
 	if room := maxNoticeSent - len(sent) + len(due); len(due) > room {
-		due = due[:max(room, 0)]
+		room = max(room, 0)
+		due, leftOut = due[:room], len(due)-room
 	}
-	return due
+	return due, leftOut
 }
 
 // setNotified sets the Notified condition (only with spec.notify Email): True once
@@ -79,8 +84,12 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 	if msg.Status.Notice != nil {
 		sent = len(msg.Status.Notice.Sent)
 	}
-	due := noticesDue(s)
+	due, leftOut := noticesDue(s)
 	switch notice := msg.Status.Notice; {
+	case len(due) == 0 && leftOut > 0:
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoticeLimitReachedReason,
+			fmt.Sprintf("the e-mail notice was sent to %d recipient(s), the most status.notice.sent can hold; %d other recipient(s) get no e-mail: send them a new message",
+				sent, leftOut))
 	case len(due) == 0 && sent == 0 && !messages.IsResolved(msg):
 		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoRecipientsReason,
 			"no recipients to send the e-mail notice to yet")
@@ -104,13 +113,17 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 // sends nothing.
 func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *messageScope) (ctrl.Result, error) {
 	msg := s.message
-	due := noticesDue(s)
+	due, _ := noticesDue(s)
 	if len(due) == 0 || s.customer == nil || !s.customer.DeletionTimestamp.IsZero() || r.Sender == nil {
 		// A customer being deleted gets no notices any more (the message says
 		// Stalled, CustomerDeleting).
 		return ctrl.Result{}, nil
 	}
 	now := r.Clock.Now()
+	more := len(due) > noticeBatch
+	if more {
+		due = due[:noticeBatch]
+	}
 	if n := msg.Status.Notice; n != nil && n.LastError != "" && n.LastAttemptTime != nil {
 		if wait := n.LastAttemptTime.Add(noticeBackoff(n.Attempts)).Sub(now); wait > 0 {
 			return ctrl.Result{RequeueAfter: wait}, nil
@@ -149,9 +162,19 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		return ctrl.Result{}, fmt.Errorf("recording the notice attempt: %w", err)
 	}
 
+	// The attempt is on record. On SIGTERM controller-runtime cancels ctx at once
+	// and then waits for this reconcile: no new mail starts, but the one out
+	// finishes and what went out is recorded, or the next leader would send it
+	// again.
+	stopping := ctx
+	ctx = context.WithoutCancel(ctx)
 	var sent []string
 	var failures []error
 	for _, m := range mails {
+		if stopping.Err() != nil {
+			more = true
+			break
+		}
 		sendCtx, cancel := context.WithTimeout(ctx, noticeSendTimeout)
 		err := r.Sender.Send(sendCtx, m)
 		cancel()
@@ -170,7 +193,14 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		}
 		sent = append(sent, m.To)
 	}
-	return r.recordNotice(ctx, msg, sent, errors.Join(failures...))
+	recordCtx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	res, err := r.recordNotice(recordCtx, msg, sent, errors.Join(failures...))
+	if err == nil && res.IsZero() && more {
+		// The rest of the recipients; the status write above triggers this too.
+		res.RequeueAfter = time.Second
+	}
+	return res, err
 }
 
 // recordNotice writes who was sent the notice and the failure, if any. Only this

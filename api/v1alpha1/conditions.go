@@ -101,4 +101,7 @@ const (
 	NoticeSentReason = "NoticeSent"
 	// NoticePendingReason: some recipients are still to be sent the e-mail notice.
 	NoticePendingReason = "NoticePending"
+	// NoticeLimitReachedReason: status.notice.sent is full, so the recipients after
+	// its first 1000 addresses get no e-mail notice.
+	NoticeLimitReachedReason = "NoticeLimitReached"
 )
