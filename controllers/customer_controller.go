@@ -83,11 +83,16 @@ func (r *CustomerReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_
 
 	patcher := status.NewPatcher(customer)
 	defer func() {
+		if apierrors.IsConflict(reterr) {
+			// The status patch would conflict too: it starts from the same read.
+			reterr = ignoreConflict(ctx, reterr)
+			return
+		}
 		if reterr != nil {
 			status.MarkReconciling(customer, v1alpha1.ReconcileErrorReason, reterr.Error())
 		}
 		if err := patcher.PatchStatus(ctx, r.Client, customer); err != nil && reterr == nil {
-			reterr = err
+			reterr = ignoreConflict(ctx, err)
 		}
 	}()
 

@@ -2,12 +2,16 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"reflect"
 	"slices"
 	"testing"
 
 	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
@@ -73,4 +77,72 @@ func TestCustomerFinalizerKeepsAFinalizerTheCacheHasNotSeen(t *testing.T) {
 	_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(finalizers()).To(ConsistOf(foreign, v1alpha1.CustomerFinalizer))
+}
+
+// The quota ledger and the acknowledgement webhook write these objects' status
+// too, so a conflicting status write is routine: the watch event of the other
+// write reconciles the object again. It must not come back as a reconcile error
+// (a "Reconciler error" with a stack trace, a count in
+// controller_runtime_reconcile_errors_total that the documented alert watches, and
+// a backoff retry on top of the event), nor leave a ReconcileError behind.
+func TestStatusConflictIsNoReconcileError(t *testing.T) {
+	customer := &v1alpha1.Customer{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme", Finalizers: []string{v1alpha1.CustomerFinalizer}},
+		Spec:       v1alpha1.CustomerSpec{Identifier: "acme", DisplayName: "Acme"},
+	}
+	quota := &v1alpha1.CustomerQuota{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme"},
+		Spec:       v1alpha1.CustomerQuotaSpec{Customer: "acme"},
+	}
+	message := &v1alpha1.CustomerMessage{
+		ObjectMeta: metav1.ObjectMeta{Name: "outage", UID: "0e4b2f6a-1c3d-4e5f-8a9b-0c1d2e3f4a5b"},
+		Spec:       v1alpha1.CustomerMessageSpec{Customer: "acme", Title: "Outage", Body: "Tonight.", ReadPolicy: v1alpha1.AllMustRead},
+	}
+	ack := &v1alpha1.MessageAcknowledgement{
+		ObjectMeta: metav1.ObjectMeta{Name: "outage-dana"},
+		Spec:       v1alpha1.MessageAcknowledgementSpec{Message: "outage", User: "dana@example.com"},
+	}
+	for _, tc := range []struct {
+		name string
+		obj  client.Object
+		run  func(client.Client) (ctrl.Result, error)
+	}{
+		{"Customer", customer, func(c client.Client) (ctrl.Result, error) {
+			r := &CustomerReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), DefaultMaxProjects: 5}
+			return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
+		}},
+		{"CustomerQuota", quota, func(c client.Client) (ctrl.Result, error) {
+			r := &CustomerQuotaReconciler{Client: c, Recorder: events.NewFakeRecorder(10)}
+			return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
+		}},
+		{"CustomerMessage", message, func(c client.Client) (ctrl.Result, error) {
+			r := &CustomerMessageReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now)}
+			return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "outage"}})
+		}},
+		{"MessageAcknowledgement", ack, func(c client.Client) (ctrl.Result, error) {
+			r := &MessageAcknowledgementReconciler{Client: c}
+			return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: types.NamespacedName{Name: "outage-dana"}})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			conflicts := 0
+			builder := fake.NewClientBuilder().WithScheme(unitScheme(t)).
+				WithObjects(customer.DeepCopy(), quota.DeepCopy(), message.DeepCopy(), ack.DeepCopy()).
+				WithStatusSubresource(&v1alpha1.Customer{}, &v1alpha1.CustomerQuota{}, &v1alpha1.CustomerMessage{}, &v1alpha1.MessageAcknowledgement{}).
+				WithInterceptorFuncs(interceptor.Funcs{
+					SubResourcePatch: func(ctx context.Context, c client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+						if obj.GetName() == tc.obj.GetName() && reflect.TypeOf(obj) == reflect.TypeOf(tc.obj) {
+							conflicts++
+							return apierrors.NewConflict(schema.GroupResource{Group: v1alpha1.GroupName}, obj.GetName(), errors.New("the object has been modified"))
+						}
+						return c.SubResource(sub).Patch(ctx, obj, patch, opts...)
+					},
+				})
+			g.Expect(SetupIndexes(context.Background(), builderIndexer{builder})).To(Succeed())
+			_, err := tc.run(builder.Build())
+			g.Expect(conflicts).To(BeNumerically(">", 0), "the status write was tried")
+			g.Expect(err).NotTo(HaveOccurred())
+		})
+	}
 }

@@ -93,12 +93,17 @@ func (r *CustomerMessageReconciler) reconcileStatus(ctx context.Context, s *mess
 	before := msg.DeepCopy()
 	patcher := status.NewPatcher(msg)
 	defer func() {
+		if apierrors.IsConflict(reterr) {
+			// The status patch would conflict too: it starts from the same read.
+			reterr = ignoreConflict(ctx, reterr)
+			return
+		}
 		if reterr != nil {
 			status.MarkReconciling(msg, v1alpha1.ReconcileErrorReason, reterr.Error())
 		}
 		if err := patcher.PatchStatus(ctx, r.Client, msg); err != nil {
 			if reterr == nil {
-				reterr = err
+				reterr = ignoreConflict(ctx, err)
 			}
 			return
 		}

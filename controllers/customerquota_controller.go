@@ -53,12 +53,17 @@ func (r *CustomerQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	before := q.DeepCopy()
 	patcher := status.NewPatcher(q)
 	defer func() {
+		if apierrors.IsConflict(reterr) {
+			// The status patch would conflict too: it starts from the same read.
+			reterr = ignoreConflict(ctx, reterr)
+			return
+		}
 		if reterr != nil {
 			status.MarkReconciling(q, v1alpha1.ReconcileErrorReason, reterr.Error())
 		}
 		if err := patcher.PatchStatus(ctx, r.Client, q); err != nil {
 			if reterr == nil {
-				reterr = err
+				reterr = ignoreConflict(ctx, err)
 			}
 			return
 		}

@@ -65,11 +65,16 @@ func (r *MessageAcknowledgementReconciler) Reconcile(ctx context.Context, req ct
 
 	patcher := status.NewPatcher(ack)
 	defer func() {
+		if apierrors.IsConflict(reterr) {
+			// The status patch would conflict too: it starts from the same read.
+			reterr = ignoreConflict(ctx, reterr)
+			return
+		}
 		if reterr != nil {
 			status.MarkReconciling(ack, v1alpha1.ReconcileErrorReason, reterr.Error())
 		}
 		if err := patcher.PatchStatus(ctx, r.Client, ack); err != nil && reterr == nil {
-			reterr = err
+			reterr = ignoreConflict(ctx, err)
 		}
 	}()
 
