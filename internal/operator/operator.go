@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -281,7 +282,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 
 	if err := (&controllers.CustomerReconciler{
 		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("customer-operator"),
+		Recorder: boundedRecorder{mgr.GetEventRecorder("customer-operator")},
 		Clock:    opts.Clock,
 
 		OperatorNamespace:  opts.Namespace,
@@ -291,7 +292,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 	if err := (&controllers.CustomerQuotaReconciler{
 		Client:            mgr.GetClient(),
-		Recorder:          mgr.GetEventRecorder("customer-operator"),
+		Recorder:          boundedRecorder{mgr.GetEventRecorder("customer-operator")},
 		OperatorNamespace: opts.Namespace,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the CustomerQuota controller: %w", err)
@@ -307,7 +308,7 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 
 	if err := (&controllers.CustomerMessageReconciler{
 		Client:         mgr.GetClient(),
-		Recorder:       mgr.GetEventRecorder("customer-operator"),
+		Recorder:       boundedRecorder{mgr.GetEventRecorder("customer-operator")},
 		Clock:          opts.Clock,
 		UsernamePrefix: opts.UsernamePrefix,
 		Sender:         sender,
@@ -347,6 +348,22 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
 		return nil, err
 	}
+	// Every replica answers admission and the portal from its cache, leader or not.
+	// A standby runs no controller, so nothing else would start the informers of the
+	// kinds that only controllers watch: without this, the first webhook call on a
+	// standby to read a Customer or a CustomerQuota started that informer and waited
+	// for its whole LIST, inside the API server's 5 s admission timeout.
+	for _, obj := range []client.Object{&v1alpha1.Customer{}, &v1alpha1.CustomerQuota{}} {
+		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+			return nil, fmt.Errorf("starting the informer of %T: %w", obj, err)
+		}
+	}
+	// Not ready before the cache has synced: the webhook server listens before the
+	// informers have listed, and a call routed to a replica whose informers have not
+	// waits for them (a full LIST at 10,000 customers takes seconds).
+	if err := mgr.AddReadyzCheck("informers", cacheSyncedCheck(mgr.GetCache())); err != nil {
+		return nil, err
+	}
 	if rotator != nil {
 		// Every replica, leader or not; not ready until the API server trusts it.
 		if err := mgr.Add(rotator); err != nil {
@@ -361,6 +378,20 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		return closeAfterStop{Manager: mgr, closer: closer}, nil
 	}
 	return mgr, nil
+}
+
+// cacheSyncedCheck is a readiness check that passes once every informer the cache
+// has started has synced; it waits at most a moment, below the kubelet's probe
+// timeout.
+func cacheSyncedCheck(c cache.Cache) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), 200*time.Millisecond)
+		defer cancel()
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("the informers have not synced yet")
+		}
+		return nil
+	}
 }
 
 // cacheOptions keep the informers small: only labelled (project) namespaces are
@@ -484,7 +515,7 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 	if err := (&controllers.CustomerMembershipReconciler{
 		Client:         mgr.GetClient(),
 		APIReader:      mgr.GetAPIReader(),
-		Recorder:       mgr.GetEventRecorder("customer-operator"),
+		Recorder:       boundedRecorder{mgr.GetEventRecorder("customer-operator")},
 		Clock:          opts.Clock,
 		Sender:         sender,
 		Links:          controllers.TokenLinks{Key: key, PortalURL: opts.PortalURL},
@@ -514,6 +545,9 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 		TrustedProxies: opts.PortalTrustedProxies,
 	})
 	if err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("portal", server.ListeningCheck); err != nil {
 		return err
 	}
 	return mgr.Add(server)

@@ -1,11 +1,15 @@
 package operator
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 )
@@ -114,4 +118,21 @@ func TestPortalURL(t *testing.T) {
 		opts.PortalURL = bad
 		g.Expect(opts.Validate()).To(MatchError(ContainSubstring("--portal-url: portal URL")), bad)
 	}
+}
+
+// Not ready before the cache has synced: a webhook call routed to a replica whose
+// informers are still listing would wait for them.
+func TestCacheSyncedCheck(t *testing.T) {
+	g := NewWithT(t)
+	synced := false
+	c := &informertest.FakeInformers{Synced: &synced}
+	check := cacheSyncedCheck(c)
+	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+
+	started := time.Now()
+	g.Expect(check(req)).To(MatchError(ContainSubstring("not synced yet")))
+	g.Expect(time.Since(started)).To(BeNumerically("<", time.Second), "answers within the kubelet's probe timeout")
+
+	synced = true
+	g.Expect(check(req)).To(Succeed())
 }

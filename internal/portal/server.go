@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -84,6 +85,8 @@ type Server struct {
 	limiter     *clientLimiter
 	trusted     []netip.Prefix
 	handler     http.Handler
+	// listening is true while Start serves (ListeningCheck).
+	listening atomic.Bool
 }
 
 // New checks o and builds the Server.
@@ -138,7 +141,18 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("portal: listening on %s: %w", s.bindAddress, err)
 	}
+	s.listening.Store(true)
+	defer s.listening.Store(false)
 	return s.serve(ctx, ln)
+}
+
+// ListeningCheck is a readiness check: it fails until the portal listens, so that
+// the portal's Service sends no link to a replica that cannot answer it yet.
+func (s *Server) ListeningCheck(*http.Request) error {
+	if !s.listening.Load() {
+		return errors.New("the invitation portal is not listening yet")
+	}
+	return nil
 }
 
 func (s *Server) serve(ctx context.Context, ln net.Listener) error {

@@ -467,6 +467,22 @@ func TestStartFailsOnBusyAddress(t *testing.T) {
 	g.Expect(p.Start(context.Background())).To(MatchError(ContainSubstring("listening on")))
 }
 
+// The portal's readiness: not ready until Start listens, and not after it stops.
+func TestListeningCheck(t *testing.T) {
+	g := NewWithT(t)
+	p := newTestPortal(t, newFakeStore(), func(o *Options) { o.BindAddress = "127.0.0.1:0" })
+	g.Expect(p.ListeningCheck(nil)).To(MatchError(ContainSubstring("not listening yet")))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Start(ctx) }()
+	g.Eventually(func() error { return p.ListeningCheck(nil) }).Should(Succeed())
+
+	cancel()
+	g.Eventually(done).Should(Receive(BeNil()))
+	g.Expect(p.ListeningCheck(nil)).To(HaveOccurred())
+}
+
 // FuzzServeHTTP: whatever the path and method, the portal answers with a page and
 // never fails or panics.
 func FuzzServeHTTP(f *testing.F) {
