@@ -19,10 +19,11 @@ const (
 )
 
 // CustomerName is a reference to a Customer by its identifier (its metadata.name):
-// a DNS-1123 label of at most 63 characters.
+// a DNS-1123 label of at most 63 characters (lower-case letters, digits and '-',
+// starting and ending with a letter or digit).
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=63
-// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="must be a customer identifier: lower-case letters, digits and '-', starting and ending with a letter or digit",messageExpression="'must be a customer identifier: lower-case letters, digits and \\'-\\', starting and ending with a letter or digit; \"' + self + '\" is not'"
 type CustomerName string
 
 // Role is a member's role within a customer. Each maps to a ClusterRole in the

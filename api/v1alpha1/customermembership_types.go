@@ -29,22 +29,25 @@ type CustomerMembershipSpec struct {
 
 	// email is the person's e-mail address: where the invitation goes, and (with
 	// --username-prefix) their Kubernetes username unless spec.username is set.
-	// Compared case-insensitively and stored lower-case. Immutable.
+	// Compared case-insensitively and stored lower-case. ASCII only: letters, digits
+	// and .!#$%&'*+/=?^_{|}~- before the @, a domain of dot-separated DNS labels
+	// after it; 3 to 254 characters. Immutable.
 	// +required
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9.!#$%&'*+/=?^_{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$`
+	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-zA-Z0-9.!#$%&'*+/=?^_{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$\")",message="spec.email must be an e-mail address of ASCII characters, such as name@example.com",messageExpression="'spec.email must be an e-mail address of ASCII characters, such as name@example.com; \"' + self + '\" is not'"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.email is immutable"
 	Email string `json:"email"`
 
 	// username is the person's Kubernetes username, as the cluster's authenticator
 	// reports it. Defaults to --username-prefix followed by spec.email. Only partners
-	// may set a value other than the default; nobody may use a "system:" name. Immutable.
+	// may set a value other than the default, a ServiceAccount's
+	// "system:serviceaccount:<namespace>:<name>" among them; a customer's Admin may
+	// not, and never a "system:" name. At most 512 characters. Immutable.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:MaxLength=512
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.username is immutable"
-	// +kubebuilder:validation:XValidation:rule="!self.startsWith('system:')",message="spec.username must not start with \"system:\""
 	Username string `json:"username,omitempty"`
 
 	// role is the person's role within the customer: Admin, Editor or Viewer. Mutable:

@@ -86,9 +86,6 @@ func ValidateQuotaUpdate(old, q *v1alpha1.CustomerQuota) field.ErrorList {
 func ValidateMembership(m *v1alpha1.CustomerMembership) field.ErrorList {
 	errs := ValidateCustomerName(string(m.Spec.Customer), customerPath)
 	errs = append(errs, ValidateEmail(m.Spec.Email, specPath.Child("email"))...)
-	if m.Spec.Username != "" && strings.HasPrefix(m.Spec.Username, "system:") {
-		errs = append(errs, field.Invalid(specPath.Child("username"), m.Spec.Username, `must not start with "system:"`))
-	}
 	errs = append(errs, validateRole(m.Spec.Role, specPath.Child("role"))...)
 	switch m.Spec.Invitation {
 	case "", v1alpha1.InvitationEmail, v1alpha1.InvitationNone:

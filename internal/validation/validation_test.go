@@ -101,8 +101,6 @@ func TestValidateMembership(t *testing.T) {
 			[]string{"FieldValueInvalid spec.email"}},
 		{"Kelvin sign in the domain", func(m *v1alpha1.CustomerMembership) { m.Spec.Email = "alice@\u212Aorp.com" },
 			[]string{"FieldValueInvalid spec.email"}},
-		{"system username", func(m *v1alpha1.CustomerMembership) { m.Spec.Username = "system:admin" },
-			[]string{"FieldValueInvalid spec.username"}},
 		{"unknown role", func(m *v1alpha1.CustomerMembership) { m.Spec.Role = "Owner" },
 			[]string{"FieldValueNotSupported spec.role"}},
 		{"unknown invitation", func(m *v1alpha1.CustomerMembership) { m.Spec.Invitation = "Carrier-Pigeon" },

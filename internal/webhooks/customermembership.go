@@ -3,6 +3,7 @@ package webhooks
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -172,15 +173,20 @@ func (v *CustomerMembershipValidator) requireCustomerAdmin(ctx context.Context, 
 
 // nonPartnerRules are the field rules for memberships created by a customer's
 // Admin: no invitation None (that would skip acceptance), and no username other
-// than the default (that would grant access to someone the e-mail does not reach).
-// Names starting with "system:" are refused for everyone by ValidateMembership.
+// than the default (that would grant access to someone the e-mail does not reach),
+// least of all a "system:" one. Partners may give any username (DESIGN.md): a
+// ServiceAccount's, for a deployer; what it is granted is a project's admin, which
+// a partner can grant themselves.
 func (v *CustomerMembershipValidator) nonPartnerRules(m *v1alpha1.CustomerMembership) field.ErrorList {
 	var errs field.ErrorList
 	if members.InvitationMode(m) == v1alpha1.InvitationNone {
 		errs = append(errs, field.Forbidden(membershipInvitationPath,
 			"only partners may create memberships with invitation None; use Email (the default) to invite"))
 	}
-	if def := v.UsernamePrefix + validation.LowerASCII(m.Spec.Email); m.Spec.Username != "" && m.Spec.Username != def {
+	if strings.HasPrefix(m.Spec.Username, "system:") {
+		errs = append(errs, field.Forbidden(membershipUsernamePath,
+			`must not start with "system:": only partners may give a membership a system username; leave spec.username unset`))
+	} else if def := v.UsernamePrefix + validation.LowerASCII(m.Spec.Email); m.Spec.Username != "" && m.Spec.Username != def {
 		errs = append(errs, field.Forbidden(membershipUsernamePath,
 			fmt.Sprintf("only partners may set a username other than the default %q; leave spec.username unset", def)))
 	}

@@ -161,12 +161,18 @@ func TestMembershipCreate(t *testing.T) {
 		}),
 		invalid: `spec.username: Forbidden: only partners may set a username other than the default "oidc:bob@acme.test"`,
 	}, {
-		name: "nobody gets a system: name",
-		user: "pat@partner.test",
+		name: "an Admin gets no system: name",
+		user: "oidc:ann@acme.test",
 		m: cmMembership("acme-sys", "acme", "sys@acme.test", v1alpha1.RoleViewer, "", func(m *v1alpha1.CustomerMembership) {
-			m.Spec.Username = "system:masters"
+			m.Spec.Username = "system:serviceaccount:acme-web:deployer"
 		}),
-		invalid: `spec.username: Invalid value: "system:masters": must not start with "system:"`,
+		invalid: `spec.username: Forbidden: must not start with "system:": only partners may give a membership a system username`,
+	}, {
+		name: "a partner may give a ServiceAccount's username (DESIGN: only non-partners are restricted)",
+		user: "pat@partner.test",
+		m: cmMembership("acme-ci", "acme", "ci@acme.test", v1alpha1.RoleEditor, v1alpha1.InvitationNone, func(m *v1alpha1.CustomerMembership) {
+			m.Spec.Username = "system:serviceaccount:acme-web:deployer"
+		}),
 	}, {
 		name:    "a visible duplicate, whatever the case of the address",
 		user:    "pat@partner.test",

@@ -24,6 +24,7 @@ import (
 	"github.com/partnerops/customer-operator/internal/authz"
 	"github.com/partnerops/customer-operator/internal/members"
 	"github.com/partnerops/customer-operator/internal/quota"
+	"github.com/partnerops/customer-operator/internal/validation"
 )
 
 // The project webhook. matchConditions (config/webhook/namespace_webhook_patch.yaml)
@@ -147,8 +148,8 @@ func (v *NamespaceValidator) ValidateCreate(ctx context.Context, ns *corev1.Name
 	if !labelled {
 		return nil, v.validatePlainCreate(ctx, ns, user)
 	}
-	if customer == "" {
-		return nil, emptyCustomerLabel(ns.Name)
+	if err := badCustomerLabel(ns.Name, customer); err != nil {
+		return nil, err
 	}
 
 	// An Admin creating a plain project is decided from the cache alone; the
@@ -217,8 +218,8 @@ func (v *NamespaceValidator) ValidateUpdate(ctx context.Context, old, ns *corev1
 	if !isProject {
 		return nil, nil
 	}
-	if customer == "" {
-		return nil, emptyCustomerLabel(ns.Name)
+	if err := badCustomerLabel(ns.Name, customer); err != nil {
+		return nil, err
 	}
 	// The old object's version tells the ledger that a cached copy of the namespace
 	// as a project of this customer (a label removed or moved and now put back) is
@@ -400,9 +401,16 @@ func projectMetadataViolations(ns *corev1.Namespace) field.ErrorList {
 	return errs
 }
 
-func emptyCustomerLabel(name string) error {
-	return denyNamespace(name, "%s", field.Invalid(field.NewPath("metadata", "labels").Key(v1alpha1.CustomerLabel), "",
-		"must name a Customer"))
+// badCustomerLabel refuses a customer label that cannot name a Customer: empty, or
+// no DNS-1123 label (a Customer's name is one). Said as such, rather than as "does
+// not exist" or "not an Admin of", which would send the user looking for a Customer
+// that can never be created.
+func badCustomerLabel(name, customer string) error {
+	errs := validation.ValidateCustomerName(customer, field.NewPath("metadata", "labels").Key(v1alpha1.CustomerLabel))
+	if len(errs) == 0 {
+		return nil
+	}
+	return denyNamespace(name, "%s (the label's value is a Customer's identifier)", errs.ToAggregate())
 }
 
 // denyNamespace is a 403 on the namespace whose message is only what was refused
