@@ -90,7 +90,14 @@ var _ = Describe("Access", func() {
 		Expect(admin.Get(ctx, key, &rb)).To(Succeed())
 		rb.Subjects = append(rb.Subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "mallory"})
 		Expect(admin.Update(ctx, &rb)).To(Succeed())
-		Eventually(canCreateDeployments("mallory", "access-co-api")).Should(BeFalse())
+		edited := rb.ResourceVersion
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, key, &rb)).To(Succeed())
+			g.Expect(rb.ResourceVersion).NotTo(Equal(edited), "the operator rewrote the binding")
+			g.Expect(rb.Subjects).NotTo(ContainElement(HaveField("Name", "mallory")))
+		}).Should(Succeed())
+		Expect(rb.Subjects).To(ContainElement(HaveField("Name", user)), "the member stays")
+		Consistently(canCreateDeployments("mallory", "access-co-api"), "2s").Should(BeFalse())
 
 		By("revoking everything when the membership is deleted")
 		Expect(admin.Delete(ctx, m)).To(Succeed())
