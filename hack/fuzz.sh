@@ -32,7 +32,19 @@ log="$(mktemp)"
 trap 'rm -f "${log}"' EXIT
 failed=()
 for d in "${dirs[@]}"; do
-  mapfile -t targets < <(go test -list '^Fuzz' "${d}" | grep '^Fuzz' || true)
+  # A package that does not compile lists nothing: that is a failure, not a
+  # package without targets (its files say it has some).
+  if ! go test -list '^Fuzz' "${d}" >"${log}" 2>&1; then
+    cat "${log}"
+    failed+=("${d} (go test -list failed)")
+    continue
+  fi
+  mapfile -t targets < <(grep '^Fuzz' "${log}")
+  if ((${#targets[@]} == 0)); then
+    echo "fuzz: ${d} has func Fuzz… in its tests but go test -list found none"
+    failed+=("${d} (no targets listed)")
+    continue
+  fi
   for f in "${targets[@]}"; do
     for attempt in 1 2 3; do
       echo "fuzz: ${d} ${f} (${FUZZTIME}, attempt ${attempt})"
