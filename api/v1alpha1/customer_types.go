@@ -14,10 +14,11 @@ type CustomerSpec struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="spec.identifier must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit",messageExpression="'spec.identifier must be a DNS-1123 label: lower-case letters, digits and \\'-\\', starting and ending with a letter or digit; \"' + self + '\" is not'"
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.identifier is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.identifier is immutable; delete and re-create the object to change it"
 	Identifier string `json:"identifier"`
 
 	// displayName is the name people see, in invitations, the portal and the plugin.
+	// Required: 1 to 256 characters, not only whitespace. Mutable.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256

@@ -19,24 +19,24 @@ const (
 )
 
 // CustomerMembershipSpec is the desired state of a CustomerMembership.
-// +kubebuilder:validation:XValidation:rule="has(self.username) == has(oldSelf.username)",message="spec.username is immutable: it cannot be set or unset after creation"
-// +kubebuilder:validation:XValidation:rule="has(self.invitation) == has(oldSelf.invitation)",message="spec.invitation is immutable: it cannot be set or unset after creation"
+// +kubebuilder:validation:XValidation:rule="has(self.username) == has(oldSelf.username)",message="spec.username is immutable: it cannot be set or unset after creation; delete and re-create the object to change it",fieldPath=".username"
+// +kubebuilder:validation:XValidation:rule="has(self.invitation) == has(oldSelf.invitation)",message="spec.invitation is immutable: it cannot be set or unset after creation; delete and re-create the object to change it",fieldPath=".invitation"
 type CustomerMembershipSpec struct {
 	// customer is the identifier of the Customer this membership belongs to. Immutable.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable; delete and re-create the object to change it"
 	Customer CustomerName `json:"customer"`
 
 	// email is the person's e-mail address: where the invitation goes, and (with
 	// --username-prefix) their Kubernetes username unless spec.username is set.
 	// Compared case-insensitively and stored lower-case. ASCII only: letters, digits
 	// and .!#$%&'*+/=?^_{|}~- before the @, a domain of dot-separated DNS labels
-	// after it; 3 to 254 characters. Immutable.
+	// after it; required, 3 to 254 characters. Immutable.
 	// +required
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=254
 	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-zA-Z0-9.!#$%&'*+/=?^_{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$\")",message="spec.email must be an e-mail address of ASCII characters, such as name@example.com",messageExpression="'spec.email must be an e-mail address of ASCII characters, such as name@example.com; \"' + self + '\" is not'"
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.email is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.email is immutable; delete and re-create the object to change it"
 	Email string `json:"email"`
 
 	// username is the person's Kubernetes username, as the cluster's authenticator
@@ -47,10 +47,13 @@ type CustomerMembershipSpec struct {
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.username is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.username is immutable; delete and re-create the object to change it"
 	Username string `json:"username,omitempty"`
 
-	// role is the person's role within the customer: Admin, Editor or Viewer. Mutable:
+	// role is the person's role within the customer, required: Admin, Editor or
+	// Viewer. While the membership is active, each binds a ClusterRole in every
+	// project of the customer: Admin to admin (and lets them manage the customer's
+	// memberships and create its projects), Editor to edit, Viewer to view. Mutable:
 	// a change rebinds their access.
 	// +required
 	Role Role `json:"role"`
@@ -60,7 +63,7 @@ type CustomerMembershipSpec struct {
 	// (partners only). Immutable.
 	// +optional
 	// +kubebuilder:default=Email
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.invitation is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.invitation is immutable; delete and re-create the object to change it"
 	Invitation InvitationMode `json:"invitation,omitempty"`
 }
 

@@ -29,22 +29,24 @@ const (
 )
 
 // CustomerMessageSpec is the desired state of a CustomerMessage.
-// +kubebuilder:validation:XValidation:rule="has(self.readPolicy) == has(oldSelf.readPolicy)",message="spec.readPolicy is immutable: it cannot be set or unset after creation"
+// +kubebuilder:validation:XValidation:rule="has(self.readPolicy) == has(oldSelf.readPolicy)",message="spec.readPolicy is immutable: it cannot be set or unset after creation; delete and re-create the object to change it",fieldPath=".readPolicy"
 type CustomerMessageSpec struct {
 	// customer is the identifier of the Customer whose users receive the message.
 	// Immutable.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable; delete and re-create the object to change it"
 	Customer CustomerName `json:"customer"`
 
-	// title is the message's one-line subject.
+	// title is the message's one-line subject. Required: 1 to 200 characters, not
+	// only whitespace.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=200
 	// +kubebuilder:validation:XValidation:rule="self.trim() != ''",message="must not be empty",reason=FieldValueRequired
 	Title string `json:"title"`
 
-	// body is the message's text, at most 16 KiB (16384 bytes of UTF-8).
+	// body is the message's text. Required: at least 1 character and at most 16 KiB
+	// (16384 bytes of UTF-8; a character outside ASCII takes 2 to 4 of them).
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=16384
@@ -62,11 +64,16 @@ type CustomerMessageSpec struct {
 	// for everyone. Immutable.
 	// +optional
 	// +kubebuilder:default=AllMustRead
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.readPolicy is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.readPolicy is immutable; delete and re-create the object to change it"
 	ReadPolicy ReadPolicy `json:"readPolicy,omitempty"`
 
-	// notify says whether recipients get an e-mail about the message: None (default)
-	// or Email (sent once to each recipient).
+	// notify says whether recipients get an e-mail about the message: None (default),
+	// no e-mail, they see it in their inbox; or Email, the operator mails each
+	// recipient the title and body once (status.notice.sent lists the addresses sent
+	// to, at most 1000), while the message is open (not resolved). Mutable: switching
+	// to Email after publication mails every current recipient not yet in
+	// status.notice.sent, as long as the message is open; switching back to None
+	// stops further mails.
 	// +optional
 	// +kubebuilder:default=None
 	Notify NotifyMode `json:"notify,omitempty"`

@@ -9,10 +9,11 @@ type CustomerQuotaSpec struct {
 	// customer is the identifier of the Customer this quota caps. It must equal
 	// metadata.name, so there is at most one quota per customer. Immutable.
 	// +required
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.customer is immutable; delete and re-create the object to change it"
 	Customer CustomerName `json:"customer"`
 
 	// maxProjects is the number of projects (namespaces) the customer may have.
+	// Required: 0 to 100000 (0 allows no projects). Mutable.
 	// Lowering it below the current number deletes nothing: new projects are refused
 	// until the customer is back under it.
 	// +required

@@ -10,7 +10,7 @@ type MessageAcknowledgementSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.message is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.message is immutable; delete and re-create the object to change it"
 	Message string `json:"message"`
 
 	// user is the Kubernetes username of who acknowledges. Admission requires it to
@@ -18,7 +18,7 @@ type MessageAcknowledgementSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.user is immutable"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.user is immutable; delete and re-create the object to change it"
 	User string `json:"user"`
 }
 
