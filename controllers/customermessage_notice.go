@@ -56,9 +56,15 @@ func noticesDue(s *messageScope) (due []*v1alpha1.CustomerMembership, leftOut in
 			sent[e] = true
 		}
 	}
+	refused := map[string]bool{}
+	if msg.Status.Notice != nil {
+		for _, e := range msg.Status.Notice.Refused {
+			refused[e] = true
+		}
+	}
 	for _, m := range s.recipients {
 		email := strings.ToLower(m.Spec.Email)
-		if !sent[email] {
+		if !sent[email] && !refused[email] {
 			sent[email] = true
 			due = append(due, m)
 		}
@@ -80,9 +86,9 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 		status.Remove(msg, v1alpha1.NotifiedCondition)
 		return
 	}
-	sent := 0
+	sent, refused := 0, 0
 	if msg.Status.Notice != nil {
-		sent = len(msg.Status.Notice.Sent)
+		sent, refused = len(msg.Status.Notice.Sent), len(msg.Status.Notice.Refused)
 	}
 	due, leftOut := noticesDue(s)
 	switch notice := msg.Status.Notice; {
@@ -90,6 +96,10 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoticeLimitReachedReason,
 			fmt.Sprintf("the e-mail notice was sent to %d recipient(s), the most status.notice.sent can hold; %d other recipient(s) get no e-mail: send them a new message",
 				sent, leftOut))
+	case len(due) == 0 && refused > 0 && !messages.IsResolved(msg):
+		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoticeRefusedReason,
+			fmt.Sprintf("the e-mail notice was sent to %d recipient(s); the mail server refused it for good for %d (status.notice.refused), who are not tried again",
+				sent, refused))
 	case len(due) == 0 && sent == 0 && !messages.IsResolved(msg):
 		status.Set(msg, v1alpha1.NotifiedCondition, metav1.ConditionFalse, v1alpha1.NoRecipientsReason,
 			"no recipients to send the e-mail notice to yet")
@@ -168,7 +178,7 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 	// again.
 	stopping := ctx
 	ctx = context.WithoutCancel(ctx)
-	var sent []string
+	var sent, refused []string
 	var failures []error
 	for _, m := range mails {
 		if stopping.Err() != nil {
@@ -178,9 +188,16 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		sendCtx, cancel := context.WithTimeout(ctx, noticeSendTimeout)
 		err := r.Sender.Send(sendCtx, m)
 		cancel()
+		if err != nil && mail.IsPermanent(err) {
+			// This message to this address is refused for good: trying again every
+			// backoff would only fail again (and keep the failed-mail alert firing).
+			refused = append(refused, m.To)
+			log.FromContext(ctx).Info("The mail server refused the e-mail notice for good", "error", err.Error())
+			continue
+		}
 		if err != nil {
 			failures = append(failures, fmt.Errorf("%s: %w", m.To, err))
-			if !mail.IsPermanent(err) && !mail.IsRecipientRefusal(err) {
+			if !mail.IsRecipientRefusal(err) {
 				// The server, the connection or our configuration is at fault, not this
 				// address: the rest would each wait out the same failure (up to
 				// noticeSendTimeout), holding a worker and a pooled connection. They go
@@ -195,7 +212,7 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 	}
 	recordCtx, cancel := context.WithTimeout(ctx, recordTimeout)
 	defer cancel()
-	res, err := r.recordNotice(recordCtx, msg, sent, errors.Join(failures...))
+	res, err := r.recordNotice(recordCtx, msg, sent, refused, errors.Join(failures...))
 	if err == nil && res.IsZero() && more {
 		// The rest of the recipients; the status write above triggers this too.
 		res.RequeueAfter = time.Second
@@ -206,11 +223,13 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 // recordNotice writes who was sent the notice and the failure, if any. Only this
 // reconciler writes status.notice, one reconcile per message at a time, so a merge
 // patch of that field cannot lose another writer's update.
-func (r *CustomerMessageReconciler) recordNotice(ctx context.Context, msg *v1alpha1.CustomerMessage, sent []string, failure error) (ctrl.Result, error) {
+func (r *CustomerMessageReconciler) recordNotice(ctx context.Context, msg *v1alpha1.CustomerMessage, sent, refused []string, failure error) (ctrl.Result, error) {
 	previousError := msg.Status.Notice.LastError
 	base := msg.DeepCopy()
 	notice := msg.Status.Notice
 	notice.Sent = append(notice.Sent, sent...)
+	// Beyond its bound the rest stay unrecorded, and are tried again.
+	notice.Refused = append(notice.Refused, refused[:min(len(refused), max(maxNoticeSent-len(notice.Refused), 0))]...)
 	if failure == nil {
 		notice.Attempts, notice.LastError = 0, ""
 	} else {
@@ -228,6 +247,11 @@ func (r *CustomerMessageReconciler) recordNotice(ctx context.Context, msg *v1alp
 		log.FromContext(ctx).Info("Sent the e-mail notice", "recipients", len(sent))
 		r.Recorder.Eventf(msg, nil, corev1.EventTypeNormal, v1alpha1.NoticeSentReason, "Notify",
 			"sent the e-mail notice to %d recipient(s)", len(sent))
+	}
+	if len(refused) > 0 {
+		r.Recorder.Eventf(msg, nil, corev1.EventTypeWarning, v1alpha1.NoticeRefusedReason, "Notify",
+			"the mail server refused the e-mail notice for good for %d recipient(s), who are not tried again: %s",
+			len(refused), strings.Join(refused, ", "))
 	}
 	if failure == nil {
 		return ctrl.Result{}, nil

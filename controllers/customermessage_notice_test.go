@@ -16,6 +16,8 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/mail"
+	"github.com/partnerops/customer-operator/internal/mail/mailtest"
+	"github.com/partnerops/customer-operator/internal/status"
 )
 
 // Unit tests of the notice phase against a fake API server whose status writes
@@ -151,4 +153,48 @@ func TestNoticeLimitIsReported(t *testing.T) {
 	g.Expect(notified.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(notified.Reason).To(Equal(v1alpha1.NoticeLimitReachedReason))
 	g.Expect(notified.Message).To(ContainSubstring("sent to 1000 recipient(s), the most status.notice.sent can hold; 3 other recipient(s) get no e-mail"))
+}
+
+// A mail server's permanent refusal of one address (a 5xx to RCPT TO) is recorded
+// and not tried again: retried every backoff it would only fail again, keep the
+// message Reconciling and the failed-mail alert firing. The others still go.
+func TestRefusedNoticeIsNotRetried(t *testing.T) {
+	g := NewWithT(t)
+	h := newNoticeHarness(t, 3)
+	server, err := mailtest.NewServer()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = server.Close() })
+	smtp, err := mail.NewSMTPSender(mail.Config{Address: server.Addr(), From: "operator@example.com", TLS: mail.TLSNone})
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = smtp.Close() })
+	h.r.Sender = mail.SenderFunc(func(ctx context.Context, m mail.Message) error {
+		if err := smtp.Send(ctx, m); err != nil {
+			return err
+		}
+		h.sent = append(h.sent, m.To)
+		return nil
+	})
+	server.FailNext(mailtest.StageRcpt, 550, 1) // "no such mailbox", for the first address
+
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	g.Expect(h.sent).To(Equal([]string{"user001@example.com", "user002@example.com"}), "the others still go")
+	msg := &v1alpha1.CustomerMessage{}
+	g.Expect(h.c.Get(context.Background(), client.ObjectKey{Name: "outage"}, msg)).To(Succeed())
+	g.Expect(msg.Status.Notice.Refused).To(Equal([]string{"user000@example.com"}))
+	g.Expect(msg.Status.Notice.LastError).To(BeEmpty(), "nothing to retry")
+	g.Expect(msg.Status.Notice.Attempts).To(BeZero())
+	recorder := h.r.Recorder.(*events.FakeRecorder)
+	g.Expect(recorder.Events).To(Receive(ContainSubstring("Normal NoticeSent")))
+	g.Expect(recorder.Events).To(Receive(ContainSubstring("Warning NoticeRefused the mail server refused the e-mail notice for good for 1 recipient(s), who are not tried again: user000@example.com")))
+
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	g.Expect(server.Messages()).To(HaveLen(2), "the refused address is not tried again")
+
+	h.scope.message = msg
+	h.r.setNotified(h.scope)
+	notified := apimeta.FindStatusCondition(msg.Status.Conditions, v1alpha1.NotifiedCondition)
+	g.Expect(notified.Reason).To(Equal(v1alpha1.NoticeRefusedReason))
+	g.Expect(notified.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(notified.Message).To(ContainSubstring("sent to 2 recipient(s); the mail server refused it for good for 1 (status.notice.refused)"))
+	g.Expect(status.IsTrue(msg, v1alpha1.ReconcilingCondition)).To(BeFalse(), "nothing left in progress")
 }

@@ -104,4 +104,7 @@ const (
 	// NoticeLimitReachedReason: status.notice.sent is full, so the recipients after
 	// its first 1000 addresses get no e-mail notice.
 	NoticeLimitReachedReason = "NoticeLimitReached"
+	// NoticeRefusedReason: every recipient was tried, and the mail servers of some
+	// refused the notice for good (status.notice.refused); they are not tried again.
+	NoticeRefusedReason = "NoticeRefused"
 )

@@ -117,6 +117,14 @@ type NoticeStatus struct {
 	// +kubebuilder:validation:items:MaxLength=254
 	Sent []string `json:"sent,omitempty"`
 
+	// refused lists the addresses whose mail server refused the notice for good (a
+	// 5xx reply to the recipient or to the message): they are not tried again.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=254
+	Refused []string `json:"refused,omitempty"`
+
 	// attempts counts the delivery attempts since the last one that sent everything.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`

@@ -611,6 +611,11 @@ func (in *NoticeStatus) DeepCopyInto(out *NoticeStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Refused != nil {
+		in, out := &in.Refused, &out.Refused
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.LastAttemptTime != nil {
 		in, out := &in.LastAttemptTime, &out.LastAttemptTime
 		*out = (*in).DeepCopy()
