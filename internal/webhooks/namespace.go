@@ -126,7 +126,7 @@ func setupNamespaceWebhook(mgr ctrl.Manager, opts Options) error {
 		Now:                opts.Now,
 	}
 	return ctrl.NewWebhookManagedBy(mgr, &corev1.Namespace{}).
-		WithValidator(&NamespaceValidator{
+		WithValidator(observe[*corev1.Namespace]("namespace", &NamespaceValidator{
 			Cache:          opts.Reader,
 			APIReader:      mgr.GetAPIReader(),
 			Partners:       opts.Partners,
@@ -134,7 +134,7 @@ func setupNamespaceWebhook(mgr ctrl.Manager, opts Options) error {
 			UsernamePrefix: opts.UsernamePrefix,
 
 			RequireProjectPrefix: opts.RequireProjectPrefix,
-		}).Complete()
+		})).Complete()
 }
 
 // ValidateCreate implements admission.Validator.

@@ -53,23 +53,23 @@ type Options struct {
 func SetupWithManager(mgr ctrl.Manager, opts Options) error {
 	return errors.Join(
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.Customer{}).
-			WithValidator(&CustomerValidator{Reader: opts.Reader}).Complete(),
+			WithValidator(observe[*v1alpha1.Customer]("customer", &CustomerValidator{Reader: opts.Reader})).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerQuota{}).
-			WithValidator(&CustomerQuotaValidator{Partners: opts.Partners}).Complete(),
+			WithValidator(observe[*v1alpha1.CustomerQuota]("customerquota", &CustomerQuotaValidator{Partners: opts.Partners})).Complete(),
 		setupNamespaceWebhook(mgr, opts),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMembership{}).
 			WithDefaulter(CustomerMembershipDefaulter{}).
-			WithValidator(&CustomerMembershipValidator{
+			WithValidator(observe[*v1alpha1.CustomerMembership]("customermembership", &CustomerMembershipValidator{
 				Reader: opts.Reader, Partners: opts.Partners, UsernamePrefix: opts.UsernamePrefix,
 				MaxPerCustomer: opts.MaxMembershipsPerCustomer,
-			}).Complete(),
+			})).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.CustomerMessage{}).
-			WithValidator(&CustomerMessageValidator{Partners: opts.Partners}).Complete(),
+			WithValidator(observe[*v1alpha1.CustomerMessage]("customermessage", &CustomerMessageValidator{Partners: opts.Partners})).Complete(),
 		ctrl.NewWebhookManagedBy(mgr, &v1alpha1.MessageAcknowledgement{}).
-			WithValidator(&MessageAcknowledgementValidator{
+			WithValidator(observe[*v1alpha1.MessageAcknowledgement]("messageacknowledgement", &MessageAcknowledgementValidator{
 				Reader: opts.Reader, APIReader: mgr.GetAPIReader(), Writer: mgr.GetClient(),
 				UsernamePrefix: opts.UsernamePrefix, Now: opts.Now,
-			}).Complete(),
+			})).Complete(),
 	)
 }
 
