@@ -297,6 +297,55 @@ var _ = Describe("Access", func() {
 	})
 })
 
+// DESIGN.md: when a Customer goes, everything the operator made for it goes too, and
+// its memberships (the user's objects) stay, report CustomerNotFound and grant
+// nothing; when it comes back they resume.
+var _ = Describe("Access when the customer goes", func() {
+	It("takes every grant away with the customer, and gives it back when the customer returns", func() {
+		const user = "kim@gone.example"
+		createCustomer("access-gone", "Access Gone")
+		m := createMembership(newMembership("access-gone-kim", "access-gone", user, v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+		canReadCustomer := func() bool { return canI(user, "get", v1alpha1.GroupName, "customers", "", "access-gone") }
+		canCreateProjects := func() bool { return canI(user, "create", "", "namespaces", "", "") }
+		Eventually(canReadCustomer, "3s").Should(BeTrue())
+		Expect(canCreateProjects()).To(BeTrue())
+		operatorRBAC := func(g Gomega) []string {
+			var names []string
+			selector := client.MatchingLabels{v1alpha1.CustomerLabel: "access-gone"}
+			var roles rbacv1.ClusterRoleList
+			g.Expect(admin.List(ctx, &roles, selector)).To(Succeed())
+			for _, r := range roles.Items {
+				names = append(names, "ClusterRole "+r.Name)
+			}
+			var bindings rbacv1.ClusterRoleBindingList
+			g.Expect(admin.List(ctx, &bindings, selector)).To(Succeed())
+			for _, b := range bindings.Items {
+				names = append(names, "ClusterRoleBinding "+b.Name)
+			}
+			return names
+		}
+		Expect(operatorRBAC(Default)).NotTo(BeEmpty(), "the operator's RBAC for the customer, found by its label")
+
+		By("deleting the customer (it has no projects)")
+		Expect(admin.Delete(ctx, newCustomer("access-gone", "Access Gone"))).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: "access-gone"}, &v1alpha1.Customer{}))
+		}, "10s").Should(BeTrue())
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.CustomerNotFoundReason)
+		Eventually(operatorRBAC).Should(BeEmpty(), "everything the operator made for the customer is gone")
+		Eventually(canReadCustomer, "3s").Should(BeFalse())
+		Eventually(canCreateProjects, "3s").Should(BeFalse())
+		Expect(admin.Get(ctx, client.ObjectKeyFromObject(m), &v1alpha1.CustomerMembership{})).To(Succeed(), "the membership is the user's: it stays")
+
+		By("creating the customer again: the membership resumes")
+		createCustomer("access-gone", "Access Gone")
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+		Eventually(canReadCustomer, "3s").Should(BeTrue())
+		Expect(canCreateProjects()).To(BeTrue())
+	})
+})
+
 var _ = Describe("CustomerMembership admission", func() {
 	const annAdmin = "ann@a.example"
 

@@ -763,7 +763,7 @@ var _ = Describe("CustomerMessage e-mail notice", func() {
 		Expect(mail.MessageID).To(HavePrefix("<" + string(m.UID) + "."))
 
 		By("sending nothing again after a restart")
-		restartManager(func(o *operator.Options) { o.Clock = fake })
+		restartAndSettle("customermessage", &v1alpha1.CustomerMessageList{}, func(o *operator.Options) { o.Clock = fake })
 		Consistently(func() int { return len(mailServer.MessagesTo(ann)) + len(mailServer.MessagesTo(ben)) }, "2s").Should(Equal(2))
 
 		By("mailing a member who joins while it is open, and nobody after it is resolved")

@@ -193,12 +193,19 @@ var _ = Describe("The rendered config/default", func() {
 		Expect(namespaces[0].Labels).To(HaveKeyWithValue("pod-security.kubernetes.io/enforce", "restricted"))
 	})
 
-	It("describes every field of every CRD (kubectl explain)", func() {
+	It("describes every field of every CRD, and bounds every string and list (DESIGN.md)", func() {
 		crds := ofKind[apiextensionsv1.CustomResourceDefinition](objs, "CustomResourceDefinition")
 		Expect(crds).To(HaveLen(5))
-		var undocumented []string
+		var undocumented, unbounded []string
 		var walk func(path string, schema apiextensionsv1.JSONSchemaProps)
 		walk = func(path string, schema apiextensionsv1.JSONSchemaProps) {
+			switch {
+			case schema.Type == "string" && schema.MaxLength == nil && len(schema.Enum) == 0 && schema.Format != "date-time":
+				// Enums and RFC 3339 times are bounded by what they may hold.
+				unbounded = append(unbounded, path+" (string without maxLength)")
+			case schema.Type == "array" && schema.MaxItems == nil:
+				unbounded = append(unbounded, path+" (list without maxItems)")
+			}
 			for name, prop := range schema.Properties {
 				if name == "apiVersion" || name == "kind" || name == "metadata" {
 					continue
@@ -217,7 +224,41 @@ var _ = Describe("The rendered config/default", func() {
 				walk(crd.Spec.Names.Kind, *version.Schema.OpenAPIV3Schema)
 			}
 		}
-		Expect(undocumented).To(BeEmpty())
+		Expect(undocumented).To(BeEmpty(), "kubectl explain shows these without a description")
+		Expect(unbounded).To(BeEmpty())
+	})
+
+	It("declares side effects as DESIGN.md says: NoneOnDryRun for the webhooks that write, None for the others", func() {
+		// The namespace webhook reserves quota slots and the acknowledgement webhook
+		// reserves acknowledgements, both in status; nothing else writes.
+		writers := map[string]bool{
+			"vnamespace.customers.partnerops.io":              true,
+			"vmessageacknowledgement.customers.partnerops.io": true,
+		}
+		seen := map[string]bool{}
+		check := func(name string, sideEffects *admissionregistrationv1.SideEffectClass) {
+			seen[name] = true
+			Expect(sideEffects).NotTo(BeNil(), name)
+			if writers[name] {
+				Expect(*sideEffects).To(Equal(admissionregistrationv1.SideEffectClassNoneOnDryRun), name)
+			} else {
+				Expect(*sideEffects).To(Equal(admissionregistrationv1.SideEffectClassNone), name)
+			}
+		}
+		for _, cfg := range ofKind[admissionregistrationv1.ValidatingWebhookConfiguration](objs, "ValidatingWebhookConfiguration") {
+			for _, w := range cfg.Webhooks {
+				check(w.Name, w.SideEffects)
+				Expect(*w.FailurePolicy).To(Equal(admissionregistrationv1.Fail), "%s: a bypass would break a promise", w.Name)
+			}
+		}
+		for _, cfg := range ofKind[admissionregistrationv1.MutatingWebhookConfiguration](objs, "MutatingWebhookConfiguration") {
+			for _, w := range cfg.Webhooks {
+				check(w.Name, w.SideEffects)
+			}
+		}
+		for name := range writers {
+			Expect(seen).To(HaveKey(name), "the writing webhooks are configured under these names")
+		}
 	})
 
 	It("ships the empty certificate Secret the rotation fills, and the cert-manager overlay turns rotation off", func() {

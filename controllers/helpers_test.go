@@ -4,9 +4,13 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/partnerops/customer-operator/internal/operator"
 )
 
 // unstructuredObj adapts a map for kstatus.
@@ -52,4 +56,50 @@ func updateFresh(obj client.Object, mutate func()) error {
 		mutate()
 		return admin.Update(ctx, obj)
 	})
+}
+
+// metricSum adds up every series of the controller-runtime registry's metric name
+// (a counter or a gauge) that has all of labels.
+func metricSum(name string, labels map[string]string) float64 {
+	GinkgoHelper()
+	families, err := crmetrics.Registry.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
+}
+
+// restartAndSettle restarts the manager (restartManager) and waits until the new
+// one's controller has worked through its initial list: it reconciled at least as
+// many times as list holds objects, and its queue is empty. Only then can a
+// Consistently say that the new manager does nothing more (a duplicate mail would
+// come from those reconciles).
+func restartAndSettle(controller string, list client.ObjectList, mutate func(*operator.Options)) {
+	GinkgoHelper()
+	Expect(admin.List(ctx, list)).To(Succeed())
+	objects := float64(meta.LenList(list))
+	before := metricSum("controller_runtime_reconcile_total", map[string]string{"controller": controller})
+	restartManager(mutate)
+	Eventually(func(g Gomega) {
+		reconciled := metricSum("controller_runtime_reconcile_total", map[string]string{"controller": controller}) - before
+		g.Expect(reconciled).To(BeNumerically(">=", objects), "reconciles of the initial list")
+		g.Expect(metricSum("workqueue_depth", map[string]string{"name": controller})).To(BeZero())
+	}, "60s").Should(Succeed())
 }

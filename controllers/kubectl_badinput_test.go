@@ -10,6 +10,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -126,5 +127,52 @@ var _ = Describe("Bad input via kubectl", func() {
 			err := admin.Get(ctx, types.NamespacedName{Name: name}, &v1alpha1.CustomerMessage{})
 			Expect(apierrors.IsNotFound(err)).To(BeTrue(), "message %s: %v", name, err)
 		}
+	})
+})
+
+// DESIGN.md: every kind has a short name, the category partnerops, and printer
+// columns with its key fields, Ready and Age; what a platform engineer types.
+var _ = Describe("Listing via kubectl", func() {
+	It("lists every kind under partnerops and by its short name, with Ready and Age", func() {
+		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+		Expect(localcluster.WriteKubeconfig(kubeconfig, env.AdminConfig, "envtest")).To(Succeed())
+		kubectl := func(args ...string) string {
+			GinkgoHelper()
+			cmd := exec.Command(filepath.Join(env.BinDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			Expect(cmd.Run()).To(Succeed(), "kubectl %s: %s", strings.Join(args, " "), stderr.String())
+			return stdout.String()
+		}
+		createCustomer("list-acme", "List Acme")
+		m := createMembership(newMembership("list-acme-ann", "list-acme", "ann@list.example", v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionTrue, v1alpha1.ReconciledReason)
+
+		By("kubectl get partnerops: every kind of the category")
+		all := kubectl("get", "partnerops", "-o", "name")
+		for _, kind := range []string{"customer.customers.partnerops.io/list-acme", "customermembership.customers.partnerops.io/list-acme-ann"} {
+			Expect(all).To(ContainSubstring(kind))
+		}
+		By("kubectl api-resources: five kinds, each with a short name and the category")
+		resources := kubectl("api-resources", "--api-group="+v1alpha1.GroupName, "-o", "wide")
+		shortNames := map[string]string{"Customer": "cust", "CustomerMembership": "cmember", "CustomerMessage": "cmsg",
+			"CustomerQuota": "cquota", "MessageAcknowledgement": "cack"}
+		Expect(strings.Count(resources, v1alpha1.GroupName+"/v1alpha1")).To(Equal(len(shortNames)))
+		for kind, short := range shortNames {
+			Expect(resources).To(MatchRegexp(`(?m)^\S+\s+%s\s+%s/v1alpha1\s+false\s+%s\s+.*\bpartnerops\b`, short, v1alpha1.GroupName, kind), kind)
+
+			By("kubectl get " + short)
+			header := strings.Fields(strings.SplitN(kubectl("get", short), "\n", 2)[0])
+			if len(header) > 0 { // none of that kind: "No resources found" on stderr, no header
+				Expect(header).To(ContainElements("NAME", "READY", "AGE"), kind)
+			}
+		}
+
+		By("the columns of a Customer and a membership say their key fields and Ready")
+		// The Customer's status follows its members a moment later (1 s coalescing).
+		Eventually(func() string { return kubectl("get", "cust", "list-acme") }, "10s").
+			Should(MatchRegexp(`(?m)^list-acme\s+List Acme\s+0\s+10\s+1\s+True\s+\S+\s*$`), "projects, max projects, members, Ready, Age")
+		Expect(kubectl("get", "cmember", "list-acme-ann")).To(MatchRegexp(`(?m)^list-acme-ann\s+list-acme\s+ann@list\.example\s+Admin\s+True\s+True\s+\S+\s*$`),
+			"customer, e-mail, role, Accepted, Ready, Age")
 	})
 })

@@ -66,6 +66,13 @@ func TestInvitationMailIsStable(t *testing.T) {
 	third, err := InvitationMail(next)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(third.MessageID).NotTo(Equal(first.MessageID), "a new round is a new mail")
+
+	// The Message-ID is the membership's UID and the round, nothing else: the same
+	// per round (a crash's re-send), another for the next round and for another
+	// membership.
+	g.Expect(InvitationMessageID("6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f", 3)).To(Equal("<6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f.3@customer-operator>"))
+	g.Expect(InvitationMessageID("6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f", 4)).To(Equal("<6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f.4@customer-operator>"))
+	g.Expect(third.MessageID).To(Equal("<6f1c2f0e-3b4a-4c1d-9e8f-0a1b2c3d4e5f.3@customer-operator>"), "the mail carries the ID it was given")
 }
 
 func TestInvitationMailEscapesUserInput(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -135,8 +137,11 @@ func TestFailoverDuringInvitationBurst(t *testing.T) {
 	}
 	duplicate := late.DeepCopy()
 	duplicate.ResourceVersion, duplicate.Name = "", "failover-late-again"
-	if err := admin.Create(ctx, duplicate); err == nil {
+	switch err := admin.Create(ctx, duplicate); {
+	case err == nil:
 		t.Errorf("the surviving replica's webhook admitted a duplicate membership for late@failover.test after reconciling the first")
+	case !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "already has a membership for this e-mail"):
+		t.Errorf("the duplicate was refused, but not as a duplicate (422, already has a membership): %v", err)
 	}
 	emails = append(emails, "late@failover.test")
 
