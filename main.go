@@ -111,6 +111,10 @@ func main() {
 	} else {
 		setupLog.Info("The portal rate-limits by the X-Forwarded-For client behind trusted proxies", "proxies", opts.PortalTrustedProxies)
 	}
+	if opts.PortalURL == "" {
+		// A fresh install's state: say it once here, not only in each membership.
+		setupLog.Info("No --portal-url (or $PORTAL_URL): invitations are held back (Invited=False, PortalURLNotSet) until it is set and the manager restarted")
+	}
 
 	cfg, err := ctrl.GetConfig()
 	if err != nil {

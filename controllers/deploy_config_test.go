@@ -1,8 +1,10 @@
 package controllers_test
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -226,6 +228,56 @@ var _ = Describe("The rendered config/default", func() {
 		}
 		Expect(undocumented).To(BeEmpty(), "kubectl explain shows these without a description")
 		Expect(unbounded).To(BeEmpty())
+	})
+
+	It("monitors the metrics Service it ships, with the alerts docs/operations.md describes (config/prometheus)", func() {
+		monitoring := renderKustomization("config/prometheus")
+		var service *corev1.Service
+		for _, s := range ofKind[corev1.Service](objs, "Service") {
+			if strings.HasSuffix(s.Name, "metrics-service") {
+				service = s
+			}
+		}
+		Expect(service).NotTo(BeNil())
+		var monitors, rules []*unstructured.Unstructured
+		for _, obj := range monitoring {
+			switch obj.GetKind() {
+			case "ServiceMonitor":
+				monitors = append(monitors, obj)
+			case "PrometheusRule":
+				rules = append(rules, obj)
+			}
+		}
+		Expect(monitors).To(HaveLen(1))
+		Expect(rules).To(HaveLen(1))
+
+		selector, _, _ := unstructured.NestedStringMap(monitors[0].Object, "spec", "selector", "matchLabels")
+		Expect(selector).NotTo(BeEmpty())
+		for k, v := range selector {
+			Expect(service.Labels).To(HaveKeyWithValue(k, v), "the ServiceMonitor selects the metrics Service")
+		}
+		endpoints, _, _ := unstructured.NestedSlice(monitors[0].Object, "spec", "endpoints")
+		Expect(endpoints).To(HaveLen(1))
+		endpoint := endpoints[0].(map[string]any)
+		Expect(endpoint).To(HaveKeyWithValue("scheme", "https"))
+		Expect(service.Spec.Ports).To(ContainElement(HaveField("Name", endpoint["port"])), "by the Service's port name")
+
+		var shipped []string
+		groups, _, _ := unstructured.NestedSlice(rules[0].Object, "spec", "groups")
+		for _, group := range groups {
+			for _, rule := range group.(map[string]any)["rules"].([]any) {
+				rule := rule.(map[string]any)
+				shipped = append(shipped, rule["alert"].(string))
+				Expect(rule["expr"]).NotTo(BeEmpty())
+			}
+		}
+		doc, err := os.ReadFile(filepath.Join(env.Root, "docs", "operations.md"))
+		Expect(err).NotTo(HaveOccurred())
+		var documented []string
+		for _, m := range regexp.MustCompile(`(?m)^- alert: (\w+)`).FindAllStringSubmatch(string(doc), -1) {
+			documented = append(documented, m[1])
+		}
+		Expect(shipped).To(ConsistOf(documented), "the PrometheusRule and docs/operations.md name the same alerts")
 	})
 
 	It("declares side effects as DESIGN.md says: NoneOnDryRun for the webhooks that write, None for the others", func() {

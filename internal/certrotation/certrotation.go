@@ -179,7 +179,12 @@ func (r *Rotator) Start(ctx context.Context) error {
 	const retry = 5 * time.Second
 	for {
 		wait := r.opts.CheckInterval
-		if err := r.Reconcile(ctx); err != nil {
+		if err := r.Reconcile(ctx); apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
+			// Both replicas renewed, or re-created the Secret, at once: routine. The
+			// next round serves the winner's certificate.
+			log.Info("Another replica stored the webhook certificate first; using theirs", "secret", r.opts.SecretName)
+			wait = retry
+		} else if err != nil {
 			log.Error(err, "Webhook certificate not in place; retrying", "secret", r.opts.SecretName)
 			wait = retry
 		} else if r.settling() {
@@ -260,6 +265,9 @@ func (r *Rotator) Reconcile(ctx context.Context) error {
 		// A replica that serves nothing yet serves it, but is not ready (no
 		// Service endpoint, so no API server call) until a later round.
 		r.cert, r.next, r.injected = &cert, nil, false
+	}
+	if r.cert.Leaf != nil {
+		recordServing(r.cert.Leaf.NotAfter)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -132,6 +134,24 @@ func TestRotationAgainstAnAPIServer(t *testing.T) {
 	g.Expect(secret.Data).To(HaveKey("tls.key"))
 	g.Expect(c.Get(ctx, client.ObjectKeyFromObject(webhookConfig), webhookConfig)).To(Succeed())
 	g.Expect(webhookConfig.Webhooks[0].ClientConfig.CABundle).To(Equal(secret.Data["ca.crt"]))
+
+	// The served certificate's expiry is exported, for an alert on renewal that
+	// keeps failing.
+	block, _ := pem.Decode(secret.Data["tls.crt"])
+	g.Expect(block).NotTo(BeNil())
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	g.Expect(err).NotTo(HaveOccurred())
+	families, err := metrics.Registry.Gather()
+	g.Expect(err).NotTo(HaveOccurred())
+	var expiry []float64
+	for _, f := range families {
+		if f.GetName() == "customer_operator_webhook_certificate_expiry_timestamp_seconds" {
+			for _, m := range f.GetMetric() {
+				expiry = append(expiry, m.GetGauge().GetValue())
+			}
+		}
+	}
+	g.Expect(expiry).To(Equal([]float64{float64(leaf.NotAfter.Unix())}))
 
 	// The API server verifies the served certificate against the injected CA: a
 	// denial from the handler (not a TLS error) proves both are in place.
