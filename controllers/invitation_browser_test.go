@@ -153,7 +153,7 @@ var _ = Describe("Invitation acceptance", func() {
 		Consistently(mailsTo(user), "1s").Should(HaveLen(1))
 	})
 
-	It("answers wrong, replaced and expired links with a clear page, the right status, and nothing about others", func() {
+	It("answers wrong and replaced links with a clear page, the right status, and nothing about others (expired ones: the membership specs)", func() {
 		createCustomer("links-co", "Links Secret Name")
 		m := createMembership(newMembership("links-co-lea", "links-co", "lea@example.com", v1alpha1.RoleViewer, v1alpha1.InvitationEmail))
 		Eventually(mailsTo("lea@example.com")).Should(HaveLen(1))

@@ -42,24 +42,20 @@ func pluginUser(name string) string {
 	return path
 }
 
-// pluginGrantReads gives user what the access controller gives a member: get on
-// the customer, its quota and the named messages, and create on acknowledgements.
-func pluginGrantReads(user, customer string, messageNames ...string) {
+// pluginMemberGrants waits until the operator's access controller has given user,
+// an active member of customer, what the plugin uses, and nothing of this test's
+// own: get on the customer, its quota and the named messages, and create on
+// acknowledgements. (The API server's authorizer reads new bindings a moment later.)
+func pluginMemberGrants(user, customer string, messageNames ...string) {
 	GinkgoHelper()
-	role := &rbacv1.ClusterRole{
-		ObjectMeta: metav1.ObjectMeta{Name: "plugintest-" + customer + "-reader"},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{v1alpha1.GroupName}, Resources: []string{"customers", "customerquotas"},
-				ResourceNames: []string{customer}, Verbs: []string{"get"}},
-			{APIGroups: []string{v1alpha1.GroupName}, Resources: []string{"customermessages"},
-				ResourceNames: messageNames, Verbs: []string{"get"}},
-		},
-	}
-	if err := admin.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
-		Expect(err).NotTo(HaveOccurred())
-	}
-	msgBind(user, role.Name)
-	msgUser(user) // binds the acknowledge role
+	Eventually(func(g Gomega) {
+		g.Expect(canI(user, "get", v1alpha1.GroupName, "customers", "", customer)).To(BeTrue(), "get customer")
+		g.Expect(canI(user, "get", v1alpha1.GroupName, "customerquotas", "", customer)).To(BeTrue(), "get quota")
+		for _, name := range messageNames {
+			g.Expect(canI(user, "get", v1alpha1.GroupName, "customermessages", "", name)).To(BeTrue(), "get message %s", name)
+		}
+		g.Expect(canI(user, "create", v1alpha1.GroupName, "messageacknowledgements", "", "")).To(BeTrue(), "create acknowledgements")
+	}, "10s").Should(Succeed())
 }
 
 // runPlugin runs `kubectl customer args...` in-process with a user's kubeconfig.
@@ -120,8 +116,8 @@ var _ = Describe("kubectl customer plugin", func() {
 		notice := msgMessage("plug-co-notice", "plug-co", v1alpha1.AllMustRead, v1alpha1.RoleEditor, v1alpha1.RoleViewer)
 		notice.Spec.Body = "Please check your stateful services before Friday."
 		Expect(partnerClient.Create(ctx, notice)).To(Succeed())
-		pluginGrantReads(alice, "plug-co", "plug-co-notice")
-		pluginGrantReads(bob, "plug-co", "plug-co-notice")
+		pluginMemberGrants(alice, "plug-co", "plug-co-notice")
+		pluginMemberGrants(bob, "plug-co", "plug-co-notice")
 		msgEventually("plug-co-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
 			g.Expect(m.Status.Recipients).To(Equal(int32(2)))
 		})
@@ -268,8 +264,8 @@ var _ = Describe("kubectl customer plugin", func() {
 		msgCustomerWithMembers("plug-exec",
 			msgMember("plug-exec", dan, v1alpha1.RoleViewer), msgMember("plug-exec", erin, v1alpha1.RoleViewer))
 		Expect(admin.Create(ctx, msgMessage("plug-exec-notice", "plug-exec", v1alpha1.SingleRead))).To(Succeed())
-		pluginGrantReads(dan, "plug-exec", "plug-exec-notice")
-		pluginGrantReads(erin, "plug-exec", "plug-exec-notice")
+		pluginMemberGrants(dan, "plug-exec", "plug-exec-notice")
+		pluginMemberGrants(erin, "plug-exec", "plug-exec-notice")
 		msgEventually("plug-exec-notice", func(g Gomega, m *v1alpha1.CustomerMessage) {
 			g.Expect(m.Status.Recipients).To(Equal(int32(2)))
 		})
