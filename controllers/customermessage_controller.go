@@ -80,7 +80,8 @@ func (r *CustomerMessageReconciler) Reconcile(ctx context.Context, req ctrl.Requ
 	s := &messageScope{message: msg}
 	result, err := r.reconcileStatus(ctx, s)
 	if err != nil {
-		return result, err
+		// No notice from a status that could not be written: they need it on record.
+		return result, ignoreConflict(ctx, err)
 	}
 	noticeResult, err := r.reconcileNotice(ctx, s)
 	return earliest(result, noticeResult), err
@@ -95,7 +96,7 @@ func (r *CustomerMessageReconciler) reconcileStatus(ctx context.Context, s *mess
 	defer func() {
 		if apierrors.IsConflict(reterr) {
 			// The status patch would conflict too: it starts from the same read.
-			reterr = ignoreConflict(ctx, reterr)
+			// Reconcile drops the conflict (ignoreConflict) after skipping the notices.
 			return
 		}
 		if reterr != nil {
@@ -103,7 +104,7 @@ func (r *CustomerMessageReconciler) reconcileStatus(ctx context.Context, s *mess
 		}
 		if err := patcher.PatchStatus(ctx, r.Client, msg); err != nil {
 			if reterr == nil {
-				reterr = ignoreConflict(ctx, err)
+				reterr = err
 			}
 			return
 		}
