@@ -127,7 +127,11 @@ func (r *CustomerMembershipReconciler) Reconcile(ctx context.Context, req ctrl.R
 		if reterr != nil {
 			status.MarkReconciling(s.membership, v1alpha1.ReconcileErrorReason, reterr.Error())
 		}
-		if err := s.patcher.PatchStatus(ctx, r.Client, s.membership); err != nil && reterr == nil {
+		// Written also when the manager is stopping: a failed send's attempt count
+		// and error set the next leader's backoff (and a permanent refusal's stall).
+		patchCtx, done := finishing(ctx, StoppingGrace)
+		defer done()
+		if err := s.patcher.PatchStatus(patchCtx, r.Client, s.membership); err != nil && reterr == nil {
 			reterr = client.IgnoreNotFound(err)
 			if apierrors.IsConflict(err) {
 				reterr = nil

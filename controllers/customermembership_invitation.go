@@ -229,12 +229,13 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	}
 
 	// From here on the attempt is on record, and the send and its record are
-	// finished even when the manager is stopping: controller-runtime cancels ctx
-	// at once on SIGTERM and then waits for the running reconciles, so with ctx
-	// a rollout aborted mails in flight and failed to record the ones the server
-	// had just accepted, which the next leader then sent again. Each step keeps
-	// its own bound; the pod's grace period bounds the whole.
-	ctx = context.WithoutCancel(ctx)
+	// finished even when the manager is stopping (for up to StoppingGrace):
+	// controller-runtime cancels ctx at once on SIGTERM and then waits for the
+	// running reconciles, so with ctx a rollout aborted mails in flight and failed
+	// to record the ones the server had just accepted, which the next leader then
+	// sent again.
+	ctx, stopFinishing := finishing(ctx, StoppingGrace)
+	defer stopFinishing()
 	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
 	logger := log.FromContext(ctx).WithValues("round", inv.Round, "attempt", inv.Attempts)

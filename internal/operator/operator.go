@@ -259,6 +259,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		// Every replica serves webhooks and the portal; a new leader takes over at
 		// once when the old one steps down on SIGTERM.
 		LeaderElectionReleaseOnCancel: true,
+		// The reconciles in flight get this long to end after SIGTERM; the lease is
+		// released only after they have. A mail out then is finished and recorded
+		// within controllers.StoppingGrace, below it, and config/manager's grace
+		// period (40 s) covers the preStop sleep (5 s) plus this.
+		GracefulShutdownTimeout: &gracefulShutdown,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    opts.WebhookHost,
 			Port:    opts.WebhookPort,
@@ -353,15 +358,24 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	// kinds that only controllers watch: without this, the first webhook call on a
 	// standby to read a Customer or a CustomerQuota started that informer and waited
 	// for its whole LIST, inside the API server's 5 s admission timeout.
-	for _, obj := range []client.Object{&v1alpha1.Customer{}, &v1alpha1.CustomerQuota{}} {
-		if _, err := mgr.GetCache().GetInformer(ctx, obj); err != nil {
+	servedFromCache := []client.Object{
+		&v1alpha1.Customer{}, &v1alpha1.CustomerQuota{}, &v1alpha1.CustomerMembership{},
+		&v1alpha1.CustomerMessage{}, &v1alpha1.MessageAcknowledgement{}, &corev1.Namespace{},
+	}
+	var informers []cache.Informer
+	for _, obj := range servedFromCache {
+		informer, err := mgr.GetCache().GetInformer(ctx, obj, cache.BlockUntilSynced(false))
+		if err != nil {
 			return nil, fmt.Errorf("starting the informer of %T: %w", obj, err)
 		}
+		informers = append(informers, informer)
 	}
-	// Not ready before the cache has synced: the webhook server listens before the
-	// informers have listed, and a call routed to a replica whose informers have not
-	// waits for them (a full LIST at 10,000 customers takes seconds).
-	if err := mgr.AddReadyzCheck("informers", cacheSyncedCheck(mgr.GetCache())); err != nil {
+	// Not ready before those informers have synced: the webhook server listens
+	// before they have listed, and a call routed to a replica whose informers have
+	// not waits for them (a full LIST at 10,000 customers takes seconds). Only
+	// these: an informer the leader's controllers start later (RBAC) has no part in
+	// admission, and one that could not sync must not empty the webhook Service.
+	if err := mgr.AddReadyzCheck("informers", informersSyncedCheck(informers)); err != nil {
 		return nil, err
 	}
 	if rotator != nil {
@@ -380,15 +394,18 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	return mgr, nil
 }
 
-// cacheSyncedCheck is a readiness check that passes once every informer the cache
-// has started has synced; it waits at most a moment, below the kubelet's probe
-// timeout.
-func cacheSyncedCheck(c cache.Cache) healthz.Checker {
-	return func(req *http.Request) error {
-		ctx, cancel := context.WithTimeout(req.Context(), 200*time.Millisecond)
-		defer cancel()
-		if !c.WaitForCacheSync(ctx) {
-			return errors.New("the informers have not synced yet")
+// gracefulShutdown is the manager's GracefulShutdownTimeout (controller-runtime's
+// default, set so that controllers.StoppingGrace can be checked against it).
+var gracefulShutdown = 30 * time.Second
+
+// informersSyncedCheck is a readiness check that passes once every one of
+// informers has synced; it does not wait.
+func informersSyncedCheck(informers []cache.Informer) healthz.Checker {
+	return func(*http.Request) error {
+		for _, informer := range informers {
+			if !informer.HasSynced() {
+				return errors.New("the informers the webhooks and the portal read have not synced yet")
+			}
 		}
 		return nil
 	}

@@ -9,9 +9,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/cache/informertest"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllertest"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
+	"github.com/partnerops/customer-operator/controllers"
 )
 
 func TestStripForCache(t *testing.T) {
@@ -120,19 +122,23 @@ func TestPortalURL(t *testing.T) {
 	}
 }
 
-// Not ready before the cache has synced: a webhook call routed to a replica whose
-// informers are still listing would wait for them.
-func TestCacheSyncedCheck(t *testing.T) {
+// Not ready before the informers the webhooks and the portal read have synced: a
+// webhook call routed to a replica whose informers are still listing would wait
+// for them.
+func TestInformersSyncedCheck(t *testing.T) {
 	g := NewWithT(t)
-	synced := false
-	c := &informertest.FakeInformers{Synced: &synced}
-	check := cacheSyncedCheck(c)
-	req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+	synced, listing := controllertest.NewFakeInformer(), controllertest.NewFakeInformer()
+	synced.Synced()
+	check := informersSyncedCheck([]cache.Informer{synced, listing})
+	g.Expect(check(httptest.NewRequest(http.MethodGet, "/readyz", nil))).To(MatchError(ContainSubstring("not synced yet")))
+	listing.Synced()
+	g.Expect(check(httptest.NewRequest(http.MethodGet, "/readyz", nil))).To(Succeed())
+}
 
-	started := time.Now()
-	g.Expect(check(req)).To(MatchError(ContainSubstring("not synced yet")))
-	g.Expect(time.Since(started)).To(BeNumerically("<", time.Second), "answers within the kubelet's probe timeout")
-
-	synced = true
-	g.Expect(check(req)).To(Succeed())
+// A mail out at SIGTERM is finished and recorded before the reconcile must end,
+// and the pod's grace period covers the preStop sleep plus the shutdown.
+func TestStoppingGraceFitsTheShutdown(t *testing.T) {
+	g := NewWithT(t)
+	g.Expect(controllers.StoppingGrace).To(BeNumerically("<", gracefulShutdown))
+	g.Expect(5*time.Second+gracefulShutdown).To(BeNumerically("<", 40*time.Second), "config/manager: preStop 5 s, terminationGracePeriodSeconds 40")
 }
