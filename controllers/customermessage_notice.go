@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -88,7 +89,15 @@ func (r *CustomerMessageReconciler) setNotified(s *messageScope) {
 	}
 	sent, refused := 0, 0
 	if msg.Status.Notice != nil {
-		sent, refused = len(msg.Status.Notice.Sent), len(msg.Status.Notice.Refused)
+		sent = len(msg.Status.Notice.Sent)
+		// Only recipients of now: a refused address whose member has left is no
+		// reason to say that someone goes without the notice.
+		refusedAddresses := sets.New(msg.Status.Notice.Refused...)
+		for _, m := range s.recipients {
+			if refusedAddresses.Has(strings.ToLower(m.Spec.Email)) {
+				refused++
+			}
+		}
 	}
 	due, leftOut := noticesDue(s)
 	switch notice := msg.Status.Notice; {
@@ -132,7 +141,14 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 	now := r.Clock.Now()
 	more := len(due) > noticeBatch
 	if more {
-		due = due[:noticeBatch]
+		// Each failed attempt starts further on, so that addresses that keep
+		// failing (a full mailbox, greylisting) do not hold the rest back.
+		attempts := 0
+		if n := msg.Status.Notice; n != nil {
+			attempts = int(n.Attempts)
+		}
+		offset := attempts * noticeBatch % len(due)
+		due = append(due[offset:], due[:offset]...)[:noticeBatch]
 	}
 	if n := msg.Status.Notice; n != nil && n.LastError != "" && n.LastAttemptTime != nil {
 		if wait := n.LastAttemptTime.Add(noticeBackoff(n.Attempts)).Sub(now); wait > 0 {
@@ -177,7 +193,8 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 	// finishes and what went out is recorded, or the next leader would send it
 	// again.
 	stopping := ctx
-	ctx = context.WithoutCancel(ctx)
+	ctx, stopFinishing := finishing(ctx, StoppingGrace)
+	defer stopFinishing()
 	var sent, refused []string
 	var failures []error
 	for _, m := range mails {
@@ -188,9 +205,12 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		sendCtx, cancel := context.WithTimeout(ctx, noticeSendTimeout)
 		err := r.Sender.Send(sendCtx, m)
 		cancel()
-		if err != nil && mail.IsPermanent(err) {
-			// This message to this address is refused for good: trying again every
-			// backoff would only fail again (and keep the failed-mail alert firing).
+		if err != nil && mail.IsPermanent(err) && mail.IsRecipientRefusal(err) {
+			// This address is refused for good at RCPT TO: trying again every backoff
+			// would only fail again (and keep the failed-mail alert firing). A
+			// permanent refusal of the message itself (at the end of DATA: the
+			// sender, its content, its size) is no verdict on the address; it is a
+			// failure like the others, retried after the cause is fixed.
 			refused = append(refused, m.To)
 			log.FromContext(ctx).Info("The mail server refused the e-mail notice for good", "error", err.Error())
 			continue
@@ -228,8 +248,15 @@ func (r *CustomerMessageReconciler) recordNotice(ctx context.Context, msg *v1alp
 	base := msg.DeepCopy()
 	notice := msg.Status.Notice
 	notice.Sent = append(notice.Sent, sent...)
-	// Beyond its bound the rest stay unrecorded, and are tried again.
-	notice.Refused = append(notice.Refused, refused[:min(len(refused), max(maxNoticeSent-len(notice.Refused), 0))]...)
+	// Beyond its bound a refusal stays unrecorded: it counts as a failure, so that
+	// the address is tried again after the backoff rather than at once.
+	room := min(len(refused), max(maxNoticeSent-len(notice.Refused), 0))
+	notice.Refused = append(notice.Refused, refused[:room]...)
+	if unrecorded := refused[room:]; len(unrecorded) > 0 {
+		failure = errors.Join(failure, fmt.Errorf("refused for good, beyond the %d addresses status.notice.refused holds: %s",
+			maxNoticeSent, strings.Join(unrecorded, ", ")))
+	}
+	refused = refused[:room]
 	if failure == nil {
 		notice.Attempts, notice.LastError = 0, ""
 	} else {

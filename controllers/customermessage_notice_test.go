@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
@@ -197,4 +198,80 @@ func TestRefusedNoticeIsNotRetried(t *testing.T) {
 	g.Expect(notified.Status).To(Equal(metav1.ConditionFalse))
 	g.Expect(notified.Message).To(ContainSubstring("sent to 2 recipient(s); the mail server refused it for good for 1 (status.notice.refused)"))
 	g.Expect(status.IsTrue(msg, v1alpha1.ReconcilingCondition)).To(BeFalse(), "nothing left in progress")
+}
+
+// smtpTo delivers through a real SMTP server (so that the mail package classifies
+// its replies), recording the addresses it accepted in h.sent.
+func (h *noticeHarness) smtpTo(t *testing.T, servers func(to string) *mailtest.Server) {
+	t.Helper()
+	senders := map[*mailtest.Server]mail.Sender{}
+	h.r.Sender = mail.SenderFunc(func(ctx context.Context, m mail.Message) error {
+		server := servers(m.To)
+		sender, ok := senders[server]
+		if !ok {
+			smtp, err := mail.NewSMTPSender(mail.Config{Address: server.Addr(), From: "operator@example.com", TLS: mail.TLSNone})
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { _ = smtp.Close() })
+			sender, senders[server] = smtp, smtp
+		}
+		if err := sender.Send(ctx, m); err != nil {
+			return err
+		}
+		h.sent = append(h.sent, m.To)
+		return nil
+	})
+}
+
+func newMailServer(t *testing.T) *mailtest.Server {
+	t.Helper()
+	server, err := mailtest.NewServer()
+	NewWithT(t).Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() { _ = server.Close() })
+	return server
+}
+
+// A permanent refusal of the message itself (at the end of DATA: the sender, the
+// content) says nothing about the address: it is a failure, retried after the
+// backoff, and nobody is written off as refused.
+func TestNoticeRefusedAsAMessageIsRetried(t *testing.T) {
+	g := NewWithT(t)
+	h := newNoticeHarness(t, 3)
+	server := newMailServer(t)
+	h.smtpTo(t, func(string) *mailtest.Server { return server })
+	server.FailNext(mailtest.StageData, 554, 1) // "message rejected"
+
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	msg := &v1alpha1.CustomerMessage{}
+	g.Expect(h.c.Get(context.Background(), client.ObjectKey{Name: "outage"}, msg)).To(Succeed())
+	g.Expect(msg.Status.Notice.Refused).To(BeEmpty())
+	g.Expect(msg.Status.Notice.LastError).To(ContainSubstring("user000@example.com"))
+	g.Expect(h.sent).To(BeEmpty(), "a refusal of the message stops the attempt: the others would fare alike")
+
+	h.r.Clock.(*clocktesting.FakeClock).Step(time.Minute)
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	g.Expect(h.sent).To(ConsistOf("user000@example.com", "user001@example.com", "user002@example.com"))
+}
+
+// Addresses that keep failing (a full mailbox, greylisting: 4xx at RCPT TO) do not
+// hold back the rest of a large message's recipients: each attempt starts further on.
+func TestFailingAddressesDoNotStarveTheRest(t *testing.T) {
+	g := NewWithT(t)
+	h := newNoticeHarness(t, noticeBatch+10)
+	good, full := newMailServer(t), newMailServer(t)
+	full.FailAlways(mailtest.StageRcpt, 452) // "mailbox full", every time
+	h.smtpTo(t, func(to string) *mailtest.Server {
+		if to < fmt.Sprintf("user%03d@example.com", noticeBatch) {
+			return full // the first noticeBatch addresses, in the order they are taken
+		}
+		return good
+	})
+
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	g.Expect(h.sent).To(BeEmpty(), "the first batch is the failing addresses")
+	h.r.Clock.(*clocktesting.FakeClock).Step(time.Minute)
+	g.Expect(h.attempt(t, context.Background())).To(Succeed())
+	g.Expect(h.sent).To(HaveLen(10), "the next attempt reaches the others")
+	g.Expect(h.sent).To(ContainElement(fmt.Sprintf("user%03d@example.com", noticeBatch+9)))
 }
