@@ -250,6 +250,10 @@ var _ = Describe("The rendered config/default", func() {
 		}
 		Expect(monitors).To(HaveLen(1))
 		Expect(rules).To(HaveLen(1))
+		for _, obj := range append(monitors, rules...) {
+			Expect(obj.GetNamespace()).To(Equal(service.Namespace), "%s lands beside the manager, added next to config/default", obj.GetName())
+			Expect(obj.GetName()).To(HavePrefix("customer-operator-"))
+		}
 
 		selector, _, _ := unstructured.NestedStringMap(monitors[0].Object, "spec", "selector", "matchLabels")
 		Expect(selector).NotTo(BeEmpty())

@@ -93,13 +93,22 @@ func metricSum(name string, labels map[string]string) float64 {
 // come from those reconciles).
 func restartAndSettle(controller string, list client.ObjectList, mutate func(*operator.Options)) {
 	GinkgoHelper()
+	stopManager()
+	// Read once the old manager has stopped: its last reconciles must not count for
+	// the new one, and the depth gauge, shared by the old queue and the new one of
+	// the same name, may keep what the old queue held when it was shut down.
 	Expect(admin.List(ctx, list)).To(Succeed())
 	objects := float64(meta.LenList(list))
-	before := metricSum("controller_runtime_reconcile_total", map[string]string{"controller": controller})
-	restartManager(mutate)
+	reconciles := map[string]string{"controller": controller}
+	depth := map[string]string{"name": controller}
+	before, leftOver := metricSum("controller_runtime_reconcile_total", reconciles), metricSum("workqueue_depth", depth)
+	opts := managerOptions
+	if mutate != nil {
+		mutate(&opts)
+	}
+	startManager(opts)
 	Eventually(func(g Gomega) {
-		reconciled := metricSum("controller_runtime_reconcile_total", map[string]string{"controller": controller}) - before
-		g.Expect(reconciled).To(BeNumerically(">=", objects), "reconciles of the initial list")
-		g.Expect(metricSum("workqueue_depth", map[string]string{"name": controller})).To(BeZero())
+		g.Expect(metricSum("controller_runtime_reconcile_total", reconciles)-before).To(BeNumerically(">=", objects), "reconciles of the initial list")
+		g.Expect(metricSum("workqueue_depth", depth)).To(BeNumerically("<=", leftOver), "the new queue drained")
 	}, "60s").Should(Succeed())
 }

@@ -42,8 +42,9 @@ type CustomerMembershipSpec struct {
 	// username is the person's Kubernetes username, as the cluster's authenticator
 	// reports it. Defaults to --username-prefix followed by spec.email. Only partners
 	// may set a value other than the default, a ServiceAccount's
-	// "system:serviceaccount:<namespace>:<name>" among them; a customer's Admin may
-	// not, and never a "system:" name. At most 512 characters. Immutable.
+	// "system:serviceaccount:<namespace>:<name>" for example; a customer's Admin
+	// may not, least of all one that starts with "system:". At most 512
+	// characters. Immutable.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
