@@ -101,6 +101,10 @@ type membershipScope struct {
 	membership *v1alpha1.CustomerMembership
 	patcher    *status.Patcher
 	customer   *v1alpha1.Customer
+	// lasting outlives the reconcile's context by StoppingGrace (finishing),
+	// counted from its cancellation: for the writes that must land even when the
+	// manager is stopping (a sent mail's record, a failed one's backoff).
+	lasting context.Context
 }
 
 // Reconcile is the flow; the phases below do the work.
@@ -115,7 +119,9 @@ func (r *CustomerMembershipReconciler) Reconcile(ctx context.Context, req ctrl.R
 		return ctrl.Result{}, nil
 	}
 
-	s := &membershipScope{membership: m, patcher: status.NewPatcher(m)}
+	lasting, done := finishing(ctx, StoppingGrace)
+	defer done()
+	s := &membershipScope{membership: m, patcher: status.NewPatcher(m), lasting: lasting}
 	defer func() {
 		if apierrors.IsConflict(reterr) {
 			// Someone wrote the membership since our cache saw it; the watch event of
@@ -129,9 +135,7 @@ func (r *CustomerMembershipReconciler) Reconcile(ctx context.Context, req ctrl.R
 		}
 		// Written also when the manager is stopping: a failed send's attempt count
 		// and error set the next leader's backoff (and a permanent refusal's stall).
-		patchCtx, done := finishing(ctx, StoppingGrace)
-		defer done()
-		if err := s.patcher.PatchStatus(patchCtx, r.Client, s.membership); err != nil && reterr == nil {
+		if err := s.patcher.PatchStatus(s.lasting, r.Client, s.membership); err != nil && reterr == nil {
 			reterr = client.IgnoreNotFound(err)
 			if apierrors.IsConflict(err) {
 				reterr = nil

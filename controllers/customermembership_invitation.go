@@ -229,22 +229,28 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	}
 
 	// From here on the attempt is on record, and the send and its record are
-	// finished even when the manager is stopping (for up to StoppingGrace):
-	// controller-runtime cancels ctx at once on SIGTERM and then waits for the
-	// running reconciles, so with ctx a rollout aborted mails in flight and failed
-	// to record the ones the server had just accepted, which the next leader then
-	// sent again.
-	ctx, stopFinishing := finishing(ctx, StoppingGrace)
-	defer stopFinishing()
-	sendCtx, cancel := context.WithTimeout(ctx, sendTimeout)
+	// finished even when the manager is stopping (the send within SendingGrace, the
+	// record within StoppingGrace): controller-runtime cancels ctx when it stops and
+	// then waits for the running reconciles, so with ctx a rollout aborted mails in
+	// flight and failed to record the ones the server had just accepted, which the
+	// next leader then sent again.
+	sending, stopSending := finishing(ctx, SendingGrace)
+	defer stopSending()
+	sendCtx, cancel := context.WithTimeout(sending, sendTimeout)
 	defer cancel()
 	logger := log.FromContext(ctx).WithValues("round", inv.Round, "attempt", inv.Attempts)
 	if sendErr := r.Sender.Send(sendCtx, msg); sendErr != nil {
+		if ctx.Err() != nil && sending.Err() != nil {
+			// Cut off by the stop, not refused: the next leader sends it at once,
+			// without a backoff or a Warning for a failure that was ours.
+			logger.Info("Sending the invitation e-mail was cut off by the manager stopping", "error", sendErr.Error())
+			return ctrl.Result{}, true, nil
+		}
 		logger.Info("Sending the invitation e-mail failed", "error", sendErr.Error())
 		return r.recordFailure(m, previous, sendErr), true, nil
 	}
 	round, attempts, sentAt := inv.Round, inv.Attempts, r.Clock.Now()
-	recordCtx, cancelRecord := context.WithTimeout(ctx, recordTimeout)
+	recordCtx, cancelRecord := context.WithTimeout(s.lasting, recordTimeout)
 	defer cancelRecord()
 	if err := r.recordSent(recordCtx, s, round, sentAt); err != nil {
 		// The mail is out but not recorded: the next reconcile sends it again (the

@@ -391,3 +391,27 @@ func TestBackoff(t *testing.T) {
 	}))
 	g.Expect(r.backoff(1 << 30)).To(Equal(5 * time.Minute))
 }
+
+// An invitation whose send hangs when the manager stops is abandoned after
+// SendingGrace, without a failure on record (no backoff, no Warning): the next
+// leader sends it at once.
+func TestSendCutOffByTheStopIsNoFailure(t *testing.T) {
+	g := NewWithT(t)
+	oldSending, oldStopping := SendingGrace, StoppingGrace
+	SendingGrace, StoppingGrace = 100*time.Millisecond, 2*time.Second
+	t.Cleanup(func() { SendingGrace, StoppingGrace = oldSending, oldStopping })
+	h := newHarness(t, invited("m"), ctxAwareStatus())
+	ctx, stop := context.WithCancel(context.Background())
+	h.r.Sender = mail.SenderFunc(func(sendCtx context.Context, msg mail.Message) error {
+		stop()
+		<-sendCtx.Done()
+		return sendCtx.Err()
+	})
+
+	_, err := h.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "m"}})
+	g.Expect(err).NotTo(HaveOccurred())
+	m := h.get(t, "m")
+	g.Expect(m.Status.Invitation.SentTime).To(BeNil())
+	g.Expect(m.Status.Invitation.LastError).To(BeEmpty(), "no failure of the server's: no backoff for the next leader")
+	g.Expect(h.r.Recorder.(*events.FakeRecorder).Events).NotTo(Receive(), "no Warning")
+}

@@ -139,16 +139,16 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		return ctrl.Result{}, nil
 	}
 	now := r.Clock.Now()
+	// Each attempt after a failed one starts further on, so that addresses that
+	// keep failing (a full mailbox, greylisting, a refusal of what is sent to them)
+	// do not hold the rest back.
+	if n := msg.Status.Notice; n != nil && n.Attempts > 0 {
+		offset := int(n.Attempts) * noticeBatch % len(due)
+		due = append(due[offset:], due[:offset]...)
+	}
 	more := len(due) > noticeBatch
 	if more {
-		// Each failed attempt starts further on, so that addresses that keep
-		// failing (a full mailbox, greylisting) do not hold the rest back.
-		attempts := 0
-		if n := msg.Status.Notice; n != nil {
-			attempts = int(n.Attempts)
-		}
-		offset := attempts * noticeBatch % len(due)
-		due = append(due[offset:], due[:offset]...)[:noticeBatch]
+		due = due[:noticeBatch]
 	}
 	if n := msg.Status.Notice; n != nil && n.LastError != "" && n.LastAttemptTime != nil {
 		if wait := n.LastAttemptTime.Add(noticeBackoff(n.Attempts)).Sub(now); wait > 0 {
@@ -188,13 +188,15 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 		return ctrl.Result{}, fmt.Errorf("recording the notice attempt: %w", err)
 	}
 
-	// The attempt is on record. On SIGTERM controller-runtime cancels ctx at once
-	// and then waits for this reconcile: no new mail starts, but the one out
-	// finishes and what went out is recorded, or the next leader would send it
-	// again.
+	// The attempt is on record. When the manager stops, controller-runtime cancels
+	// ctx and then waits for this reconcile: no new mail starts, but the one out
+	// finishes (within SendingGrace) and what went out is recorded (within
+	// StoppingGrace), or the next leader would send it again.
 	stopping := ctx
-	ctx, stopFinishing := finishing(ctx, StoppingGrace)
+	ctx, stopFinishing := finishing(stopping, StoppingGrace)
 	defer stopFinishing()
+	sending, stopSending := finishing(stopping, SendingGrace)
+	defer stopSending()
 	var sent, refused []string
 	var failures []error
 	for _, m := range mails {
@@ -202,9 +204,14 @@ func (r *CustomerMessageReconciler) reconcileNotice(ctx context.Context, s *mess
 			more = true
 			break
 		}
-		sendCtx, cancel := context.WithTimeout(ctx, noticeSendTimeout)
+		sendCtx, cancel := context.WithTimeout(sending, noticeSendTimeout)
 		err := r.Sender.Send(sendCtx, m)
 		cancel()
+		if err != nil && stopping.Err() != nil && sending.Err() != nil {
+			// Cut off by the stop, not refused: the next leader sends it.
+			more = true
+			break
+		}
 		if err != nil && mail.IsPermanent(err) && mail.IsRecipientRefusal(err) {
 			// This address is refused for good at RCPT TO: trying again every backoff
 			// would only fail again (and keep the failed-mail alert firing). A

@@ -275,3 +275,37 @@ func TestFailingAddressesDoNotStarveTheRest(t *testing.T) {
 	g.Expect(h.sent).To(HaveLen(10), "the next attempt reaches the others")
 	g.Expect(h.sent).To(ContainElement(fmt.Sprintf("user%03d@example.com", noticeBatch+9)))
 }
+
+// shortGraces makes the stopping graces short for one test.
+func shortGraces(t *testing.T, sending, stopping time.Duration) {
+	t.Helper()
+	oldSending, oldStopping := SendingGrace, StoppingGrace
+	SendingGrace, StoppingGrace = sending, stopping
+	t.Cleanup(func() { SendingGrace, StoppingGrace = oldSending, oldStopping })
+}
+
+// A send still hanging when the manager stops is abandoned after SendingGrace, and
+// the mails that went out before it are still recorded within StoppingGrace; the
+// abandoned one is no failure of the address (no backoff, no error), just not sent.
+func TestSendCutOffByTheStopKeepsTheRecord(t *testing.T) {
+	g := NewWithT(t)
+	shortGraces(t, 100*time.Millisecond, 2*time.Second)
+	h := newNoticeHarness(t, 3)
+	ctx, stop := context.WithCancel(context.Background())
+	h.r.Sender = mail.SenderFunc(func(sendCtx context.Context, m mail.Message) error {
+		if m.To == "user001@example.com" {
+			stop()           // the manager stops while this server hangs
+			<-sendCtx.Done() // until the send is given up
+			return sendCtx.Err()
+		}
+		h.sent = append(h.sent, m.To)
+		return nil
+	})
+
+	g.Expect(h.attempt(t, ctx)).To(Succeed())
+	g.Expect(h.sent).To(Equal([]string{"user000@example.com"}))
+	msg := &v1alpha1.CustomerMessage{}
+	g.Expect(h.c.Get(context.Background(), client.ObjectKey{Name: "outage"}, msg)).To(Succeed())
+	g.Expect(msg.Status.Notice.Sent).To(Equal([]string{"user000@example.com"}), "recorded, though the send after it hung")
+	g.Expect(msg.Status.Notice.LastError).To(BeEmpty(), "cut off by the stop: no failure, no backoff")
+}

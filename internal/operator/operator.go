@@ -259,10 +259,11 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 		// Every replica serves webhooks and the portal; a new leader takes over at
 		// once when the old one steps down on SIGTERM.
 		LeaderElectionReleaseOnCancel: true,
-		// The reconciles in flight get this long to end after SIGTERM; the lease is
-		// released only after they have. A mail out then is finished and recorded
-		// within controllers.StoppingGrace, below it, and config/manager's grace
-		// period (40 s) covers the preStop sleep (5 s) plus this.
+		// The runnables get this long to end after SIGTERM: the portal first (up to
+		// portal.ShutdownTimeout), then the controllers, whose mail out is finished
+		// and recorded within controllers.StoppingGrace; the lease is released after
+		// them. config/manager's grace period (40 s) covers the preStop sleep (5 s)
+		// plus this.
 		GracefulShutdownTimeout: &gracefulShutdown,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host:    opts.WebhookHost,

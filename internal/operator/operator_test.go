@@ -14,6 +14,7 @@ import (
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/controllers"
+	"github.com/partnerops/customer-operator/internal/portal"
 )
 
 func TestStripForCache(t *testing.T) {
@@ -135,10 +136,13 @@ func TestInformersSyncedCheck(t *testing.T) {
 	g.Expect(check(httptest.NewRequest(http.MethodGet, "/readyz", nil))).To(Succeed())
 }
 
-// A mail out at SIGTERM is finished and recorded before the reconcile must end,
-// and the pod's grace period covers the preStop sleep plus the shutdown.
+// A mail out when the manager stops is finished and recorded before the graceful
+// shutdown ends (controller-runtime stops the controllers after the runnables that
+// need no leader, the portal among them), and the pod's grace period covers the
+// preStop sleep plus the shutdown.
 func TestStoppingGraceFitsTheShutdown(t *testing.T) {
 	g := NewWithT(t)
-	g.Expect(controllers.StoppingGrace).To(BeNumerically("<", gracefulShutdown))
+	g.Expect(controllers.SendingGrace).To(BeNumerically("<", controllers.StoppingGrace), "time is kept for the record")
+	g.Expect(portal.ShutdownTimeout + controllers.StoppingGrace).To(BeNumerically("<", gracefulShutdown))
 	g.Expect(5*time.Second+gracefulShutdown).To(BeNumerically("<", 40*time.Second), "config/manager: preStop 5 s, terminationGracePeriodSeconds 40")
 }

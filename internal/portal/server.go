@@ -50,7 +50,9 @@ const (
 	// MaxBodyBytes bounds request bodies: the Accept form has no fields.
 	MaxBodyBytes = 4 << 10
 
-	shutdownTimeout = 10 * time.Second
+	// ShutdownTimeout bounds how long the portal waits for requests in flight when
+	// the manager stops (before the controllers are stopped).
+	ShutdownTimeout = 10 * time.Second
 )
 
 // Options configure a Server.
@@ -175,7 +177,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("portal: serving: %w", err)
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		return fmt.Errorf("portal: shutting down: %w", err)
