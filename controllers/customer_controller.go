@@ -60,6 +60,9 @@ type CustomerReconciler struct {
 	// DefaultMaxProjects is the limit of customers without a CustomerQuota, shown
 	// in status.maxProjects.
 	DefaultMaxProjects int32
+	// APIReader reads uncached, to confirm a drop of status.projects (nil: the
+	// Client, for tests).
+	APIReader client.Reader
 }
 
 // Reconcile is the flow; the phases below do the work.
@@ -110,7 +113,11 @@ func (r *CustomerReconciler) reconcileNormal(ctx context.Context, customer *v1al
 		return ctrl.Result{}, err
 	}
 	live := liveProjects(projects)
-	customer.Status.Projects = int32(len(live))
+	counted, err := r.confirmedCount(ctx, customer, int32(len(live)))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	customer.Status.Projects = counted
 
 	limit, err := r.projectLimit(ctx, customer.Name)
 	if err != nil {
@@ -212,6 +219,35 @@ func (r *CustomerReconciler) projects(ctx context.Context, customer string) ([]c
 		}
 	}
 	return projects, nil
+}
+
+// confirmedCount is the number of live projects to record. A count above or at
+// status.projects is recorded as the cache has it; a lower one only once an
+// uncached read of the API server agrees. The admission webhooks count
+// max(their cache, status.projects): a leader whose Namespace informer lags its
+// Customer informer (just after a handover) must not lower status.projects below
+// a project the previous leader counted there, and whose reservation it released,
+// before this cache has seen the project. Drops are rare (a project deleted or
+// relabelled), so the extra read is too.
+func (r *CustomerReconciler) confirmedCount(ctx context.Context, customer *v1alpha1.Customer, cached int32) (int32, error) {
+	if cached >= customer.Status.Projects {
+		return cached, nil
+	}
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	var list corev1.NamespaceList
+	if err := reader.List(ctx, &list, client.MatchingLabels{v1alpha1.CustomerLabel: customer.Name}); err != nil {
+		return 0, fmt.Errorf("confirming the projects of customer %q: %w", customer.Name, err)
+	}
+	live := int32(0)
+	for _, ns := range list.Items {
+		if ns.DeletionTimestamp.IsZero() && !quota.IsSystemNamespace(ns.Name, r.OperatorNamespace) {
+			live++
+		}
+	}
+	return max(live, cached), nil
 }
 
 // projectLimit is the customer's limit: its CustomerQuota (read from the cache, as

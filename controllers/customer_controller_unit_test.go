@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -145,4 +146,59 @@ func TestStatusConflictIsNoReconcileError(t *testing.T) {
 			g.Expect(err).NotTo(HaveOccurred())
 		})
 	}
+}
+
+// After a leader handover the new leader's Namespace informer can lag its
+// Customer informer: it must not lower status.projects below a project the old
+// leader counted there (and released the reservation of) before its own cache has
+// seen the project; the admission webhooks count max(their cache, status.projects).
+// A drop is written only once an uncached read agrees.
+func TestProjectCountDropsOnlyWhenTheAPIServerAgrees(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	customer := &v1alpha1.Customer{
+		ObjectMeta: metav1.ObjectMeta{Name: "acme", Finalizers: []string{v1alpha1.CustomerFinalizer}},
+		Spec:       v1alpha1.CustomerSpec{Identifier: "acme", DisplayName: "Acme"},
+		Status:     v1alpha1.CustomerStatus{Projects: 2},
+	}
+	project := func(name string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{v1alpha1.CustomerLabel: "acme"}}}
+	}
+	lagging := true
+	builder := fake.NewClientBuilder().WithScheme(unitScheme(t)).
+		WithObjects(customer, project("acme-web"), project("acme-api")).
+		WithStatusSubresource(&v1alpha1.Customer{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			// The cache: it has not seen acme-api yet.
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				if err := c.List(ctx, list, opts...); err != nil {
+					return err
+				}
+				if namespaces, ok := list.(*corev1.NamespaceList); ok && lagging {
+					namespaces.Items = slices.DeleteFunc(namespaces.Items, func(ns corev1.Namespace) bool { return ns.Name == "acme-api" })
+				}
+				return nil
+			},
+		})
+	g.Expect(SetupIndexes(ctx, builderIndexer{builder})).To(Succeed())
+	cached := builder.Build()
+	uncached := fake.NewClientBuilder().WithScheme(unitScheme(t)).WithObjects(project("acme-web"), project("acme-api")).Build()
+	r := &CustomerReconciler{Client: cached, APIReader: uncached, Recorder: events.NewFakeRecorder(10), Clock: clocktesting.NewFakeClock(now), DefaultMaxProjects: 5}
+	projects := func() int32 {
+		var got v1alpha1.Customer
+		g.Expect(cached.Get(ctx, types.NamespacedName{Name: "acme"}, &got)).To(Succeed())
+		return got.Status.Projects
+	}
+
+	_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(projects()).To(Equal(int32(2)), "the API server still has both: no drop from a lagging cache")
+
+	// acme-api is deleted for real; the cache has caught up.
+	lagging = false
+	g.Expect(cached.Delete(ctx, project("acme-api"))).To(Succeed())
+	g.Expect(uncached.Delete(ctx, project("acme-api"))).To(Succeed())
+	_, err = r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: "acme"}})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(projects()).To(Equal(int32(1)), "a drop the API server confirms is written")
 }

@@ -287,9 +287,10 @@ func New(cfg *rest.Config, opts Options) (ctrl.Manager, error) {
 	}
 
 	if err := (&controllers.CustomerReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: boundedRecorder{mgr.GetEventRecorder("customer-operator")},
-		Clock:    opts.Clock,
+		APIReader: mgr.GetAPIReader(),
+		Client:    mgr.GetClient(),
+		Recorder:  boundedRecorder{mgr.GetEventRecorder("customer-operator")},
+		Clock:     opts.Clock,
 
 		OperatorNamespace:  opts.Namespace,
 		DefaultMaxProjects: opts.DefaultMaxProjects,
