@@ -113,11 +113,11 @@ var _ = Describe("Customer", func() {
 		Entry("dotted identifier", func(c *v1alpha1.Customer) {
 			c.Name = "acme.corp"
 			c.Spec.Identifier = c.Name
-		}, "spec.identifier", `spec.identifier must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit; "acme.corp" is not`),
+		}, "spec.identifier", `spec.identifier: Invalid value: "acme.corp": spec.identifier must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit`),
 		Entry("upper-case look-alike identifier", func(c *v1alpha1.Customer) {
 			c.Name = "acme"
 			c.Spec.Identifier = "ACME"
-		}, "spec.identifier", `"ACME" is not`),
+		}, "spec.identifier", `spec.identifier: Invalid value: "ACME": spec.identifier must be a DNS-1123 label`),
 		Entry("empty display name", func(c *v1alpha1.Customer) { c.Spec.DisplayName = "" },
 			"spec.displayName", "at least 1"),
 		Entry("over-long display name", func(c *v1alpha1.Customer) { c.Spec.DisplayName = strings.Repeat("x", 257) },

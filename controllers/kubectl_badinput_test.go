@@ -56,15 +56,15 @@ var _ = Describe("Bad input via kubectl", func() {
 			{"an identifier that differs from the name", customer("bad-one", "bad-other", "Mismatch"),
 				[]string{"spec.identifier must equal metadata.name"}},
 			{"an invalid e-mail address", membership("bad-mail", "bad-acme", "dana at example.com", "Viewer"),
-				[]string{"spec.email must be an e-mail address of ASCII characters, such as name@example.com", `"dana at example.com" is not`}},
+				[]string{`spec.email: Invalid value: "dana at example.com": spec.email must be an e-mail address of ASCII characters, such as name@example.com`}},
 			{"an e-mail with a look-alike domain", membership("bad-mail2", "bad-acme", "dana@exаmple.com", "Viewer"),
-				[]string{"spec.email must be an e-mail address of ASCII characters", `"dana@exаmple.com" is not`}},
+				[]string{`spec.email: Invalid value: "dana@exаmple.com": spec.email must be an e-mail address of ASCII characters`}},
 			// Upper case sends it through the lower-casing webhook first, which must
 			// not make "İ" an "i" (and the address another, valid one).
 			{"a mixed-case e-mail with a dotted capital I in its domain", membership("bad-mail3", "bad-acme", "Dana@Exİmple.com", "Viewer"),
 				[]string{"spec.email must be an e-mail address of ASCII characters", "exİmple.com"}},
 			{"a look-alike customer reference", membership("bad-ref", "bad-аcme", "dana@example.com", "Viewer"),
-				[]string{"spec.customer", "must be a customer identifier: lower-case letters, digits and '-'", `"bad-аcme" is not`}},
+				[]string{`spec.customer: Invalid value: "bad-аcme": must be a customer identifier: lower-case letters, digits and '-'`}},
 			{"an e-mail that is not a string", strings.Replace(membership("bad-type", "bad-acme", "x", "Viewer"), `email: "x"`, "email: 42", 1),
 				[]string{"spec.email", "must be of type string"}},
 			{"an unknown role", membership("bad-role", "bad-acme", "dana@example.com", "Owner"),

@@ -23,7 +23,7 @@ const (
 // starting and ending with a letter or digit).
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=63
-// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="must be a customer identifier: lower-case letters, digits and '-', starting and ending with a letter or digit",messageExpression="'must be a customer identifier: lower-case letters, digits and \\'-\\', starting and ending with a letter or digit; \"' + self + '\" is not'"
+// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="must be a customer identifier: lower-case letters, digits and '-', starting and ending with a letter or digit"
 type CustomerName string
 
 // Role is a member's role within a customer. Each maps to a ClusterRole in the

@@ -13,7 +13,7 @@ type CustomerSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="spec.identifier must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit",messageExpression="'spec.identifier must be a DNS-1123 label: lower-case letters, digits and \\'-\\', starting and ending with a letter or digit; \"' + self + '\" is not'"
+	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$\")",message="spec.identifier must be a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.identifier is immutable; delete and re-create the object to change it"
 	Identifier string `json:"identifier"`
 

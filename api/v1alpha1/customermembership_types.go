@@ -35,7 +35,7 @@ type CustomerMembershipSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=254
-	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-zA-Z0-9.!#$%&'*+/=?^_{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$\")",message="spec.email must be an e-mail address of ASCII characters, such as name@example.com",messageExpression="'spec.email must be an e-mail address of ASCII characters, such as name@example.com; \"' + self + '\" is not'"
+	// +kubebuilder:validation:XValidation:rule="self.matches(\"^[a-zA-Z0-9.!#$%&'*+/=?^_{|}~-]+@[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$\")",message="spec.email must be an e-mail address of ASCII characters, such as name@example.com"
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.email is immutable; delete and re-create the object to change it"
 	Email string `json:"email"`
 
