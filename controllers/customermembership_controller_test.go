@@ -18,7 +18,6 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
 	"github.com/partnerops/customer-operator/internal/mail/mailtest"
@@ -148,27 +147,10 @@ func warningEvents(g Gomega, membership, reason string) []eventsv1.Event {
 }
 
 // counter reads a counter of the controller-runtime registry (what /metrics
-// serves): the first series with all of labels, 0 when none has counted yet.
+// serves): the sum of its series with all of labels, 0 when none has counted yet.
 func counter(name string, labels map[string]string) float64 {
 	GinkgoHelper()
-	families, err := crmetrics.Registry.Gather()
-	Expect(err).NotTo(HaveOccurred())
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	// A labelled series appears with its first count.
-	return 0
+	return metricSum(name, labels)
 }
 
 var _ = Describe("CustomerMembership invitations", func() {
