@@ -162,19 +162,8 @@ func TestNoticeLimitIsReported(t *testing.T) {
 func TestRefusedNoticeIsNotRetried(t *testing.T) {
 	g := NewWithT(t)
 	h := newNoticeHarness(t, 3)
-	server, err := mailtest.NewServer()
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { _ = server.Close() })
-	smtp, err := mail.NewSMTPSender(mail.Config{Address: server.Addr(), From: "operator@example.com", TLS: mail.TLSNone})
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() { _ = smtp.Close() })
-	h.r.Sender = mail.SenderFunc(func(ctx context.Context, m mail.Message) error {
-		if err := smtp.Send(ctx, m); err != nil {
-			return err
-		}
-		h.sent = append(h.sent, m.To)
-		return nil
-	})
+	server := newMailServer(t)
+	h.smtpTo(t, func(string) *mailtest.Server { return server })
 	server.FailNext(mailtest.StageRcpt, 550, 1) // "no such mailbox", for the first address
 
 	g.Expect(h.attempt(t, context.Background())).To(Succeed())
