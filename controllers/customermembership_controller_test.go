@@ -362,6 +362,43 @@ var _ = Describe("CustomerMembership invitations", func() {
 		expectCondition(again.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
 	})
 
+	It("mails a customer's invitations at most --max-invitations-per-customer-per-hour at once, holding back the rest visibly", func() {
+		fake := clocktesting.NewFakeClock(time.Now())
+		restartManager(func(o *operator.Options) { o.Clock, o.MaxInvitationsPerCustomerPerHour = fake, 2 })
+		DeferCleanup(func() { restartManager(nil) })
+
+		createCustomer("throttled", "Throttled Ltd")
+		createMembership(newMembership("throttled-ida", "throttled", "throttled-ida@example.com", v1alpha1.RoleViewer, ""))
+		createMembership(newMembership("throttled-jon", "throttled", "throttled-jon@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(mailsTo("throttled-ida@example.com")).Should(HaveLen(1))
+		Eventually(mailsTo("throttled-jon@example.com")).Should(HaveLen(1))
+
+		By("holding back the third, visibly, without an attempt")
+		kim := createMembership(newMembership("throttled-kim", "throttled", "throttled-kim@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(func(g Gomega) {
+			invited := membershipCondition(g, kim.Name, v1alpha1.InvitedCondition)
+			g.Expect(invited).NotTo(BeNil())
+			g.Expect(invited.Reason).To(Equal(v1alpha1.InvitationPendingReason))
+			g.Expect(invited.Message).To(MatchRegexp(`^held back until \S+: invitations for customer "throttled" go out at most 2 at once and 2 an hour after that \(--max-invitations-per-customer-per-hour\)$`))
+			reconciling := membershipCondition(g, kim.Name, v1alpha1.ReconcilingCondition)
+			g.Expect(reconciling).NotTo(BeNil())
+			g.Expect(reconciling.Message).To(Equal(invited.Message))
+		}).Should(Succeed())
+		Consistently(mailsTo("throttled-kim@example.com"), "1s").Should(BeEmpty())
+		Expect(getMembership(Default, kim.Name).Status.Invitation.Attempts).To(BeZero(), "nothing was tried")
+
+		By("while another customer's invitations go at once")
+		createCustomer("unthrottled", "Unthrottled Ltd")
+		createMembership(newMembership("unthrottled-lea", "unthrottled", "throttled-lea@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(mailsTo("throttled-lea@example.com")).Should(HaveLen(1))
+
+		By("sending it once half an hour has passed")
+		fake.Step(30 * time.Minute)
+		touch(kim.Name)
+		Eventually(mailsTo("throttled-kim@example.com")).Should(HaveLen(1))
+		expectCondition(kim.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
+	})
+
 	It("waits for its customer, sends nothing meanwhile, and resumes without a second mail", func() {
 		m := createMembership(newMembership("late-gina", "late-customer", "gina@example.com", v1alpha1.RoleViewer, ""))
 		expectCondition(m.Name, v1alpha1.ReadyCondition, metav1.ConditionFalse, v1alpha1.CustomerNotFoundReason)

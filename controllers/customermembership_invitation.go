@@ -62,15 +62,15 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 		// Held back before the round starts, so that the current round's link keeps
 		// working until the new one can go.
 		now := r.Clock.Now()
-		if wait, last := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round+1, now); wait > 0 {
+		if hold := r.Recent.Wait(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round+1, now); hold.Wait > 0 {
 			current := fmt.Sprintf("the link of round %d works until then", inv.Round)
 			if inv.SentTime == nil {
 				current = fmt.Sprintf("round %d was not sent either", inv.Round)
 			}
 			text := fmt.Sprintf("a new invitation (round %d) was requested; %s; %s",
-				inv.Round+1, current, r.heldBack(m, now.Add(wait), last))
+				inv.Round+1, current, r.heldBack(m, now, hold))
 			status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
-			return ctrl.Result{RequeueAfter: wait}, true, nil
+			return ctrl.Result{RequeueAfter: hold.Wait}, true, nil
 		}
 	}
 	r.ensureRound(ctx, m)
@@ -81,10 +81,16 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 	return r.send(ctx, s)
 }
 
-// heldBack says why an invitation waits for --invitation-min-interval.
-func (r *CustomerMembershipReconciler) heldBack(m *v1alpha1.CustomerMembership, until, last time.Time) string {
+// heldBack says why an invitation waits: --invitation-min-interval, or
+// --max-invitations-per-customer-per-hour.
+func (r *CustomerMembershipReconciler) heldBack(m *v1alpha1.CustomerMembership, now time.Time, hold Hold) string {
+	until := now.Add(hold.Wait).UTC().Format(time.RFC3339)
+	if hold.Customer {
+		return fmt.Sprintf("held back until %s: invitations for customer %q go out at most %d at once and %d an hour after that (--max-invitations-per-customer-per-hour)",
+			until, m.Spec.Customer, r.Recent.PerCustomerPerHour, r.Recent.PerCustomerPerHour)
+	}
 	return fmt.Sprintf("held back until %s: an invitation to %s for customer %q went out at %s, and one address gets at most one per %s (--invitation-min-interval)",
-		until.UTC().Format(time.RFC3339), m.Spec.Email, m.Spec.Customer, last.UTC().Format(time.RFC3339), r.Recent.Interval)
+		until, m.Spec.Email, m.Spec.Customer, hold.Last.UTC().Format(time.RFC3339), r.Recent.Interval)
 }
 
 // newRoundRequested says whether the resend-invitation annotation asks for a round
@@ -182,12 +188,12 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		}
 	}
 
-	if wait, last := r.Recent.Reserve(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, now); wait > 0 {
+	if hold := r.Recent.Reserve(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, inv.Attempts == 0, now); hold.Wait > 0 {
 		// Not an attempt: nothing was tried. The membership waits, visibly.
-		text := r.heldBack(m, now.Add(wait), last)
+		text := r.heldBack(m, now, hold)
 		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
 		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
-		return ctrl.Result{RequeueAfter: wait}, true, nil
+		return ctrl.Result{RequeueAfter: hold.Wait}, true, nil
 	}
 
 	// Built before the attempt is recorded: a problem here is configuration, not

@@ -11,14 +11,22 @@ import (
 	"github.com/partnerops/customer-operator/internal/validation"
 )
 
-// RecentInvitations remembers when the operator last mailed an invitation to each
-// address for each customer, so that an address is mailed at most once per
-// Interval for a customer however often its membership is re-sent (the resend
-// annotation) or deleted and created again: a customer's Admins choose the
-// addresses, and the partner's mail server sends. It lives in the leader's memory
-// (a restart forgets it, and sends no more than a restart's worth), and holds only
-// the last Interval's addresses (1.5 MB for the 20,000 of a 10,000-customer
-// convergence, measured; Go maps do not shrink after such a burst).
+// RecentInvitations holds back invitation e-mails by two limits, in the leader's
+// memory (a restart forgets both, and sends no more than a restart's worth):
+//
+//   - one address is mailed at most once per Interval for a customer, however
+//     often its membership is re-sent (the resend annotation) or deleted and
+//     created again: a customer's Admins choose the addresses, and the partner's
+//     mail server sends. It holds only the last Interval's addresses (1.5 MB for
+//     the 20,000 of a 10,000-customer convergence, measured; Go maps do not
+//     shrink after such a burst).
+//   - a customer's invitations go out at most PerCustomerPerHour at once and
+//     PerCustomerPerHour an hour after that (a token bucket per customer, kept as
+//     the time its debt is paid off: one int64, forgotten once paid; 0.37 MB
+//     more for a 10,000-customer convergence, measured), so that an
+//     Admin who keeps creating memberships for new addresses cannot make a mass
+//     mailer of the partner's mail server. Only the first attempt of an
+//     invitation round counts: retries after a failed send do not.
 //
 // The same invitation (membership UID and round) is never held back by its own
 // entry: that is the mail re-sent after a crash between sending and recording,
@@ -26,11 +34,28 @@ import (
 type RecentInvitations struct {
 	// Interval is --invitation-min-interval; zero turns the limit off.
 	Interval time.Duration
+	// PerCustomerPerHour is --max-invitations-per-customer-per-hour; zero turns
+	// the limit off.
+	PerCustomerPerHour int
 
 	mu        sync.Mutex
 	seed      maphash.Seed
 	sent      map[uint64]recentSend
 	lastPrune time.Time
+	// paidOff is when each customer's bucket is full again, in unix nanoseconds.
+	paidOff           map[uint64]int64
+	lastCustomerPrune time.Time
+}
+
+// Hold says why and how long an invitation waits; the zero Hold lets it go.
+type Hold struct {
+	// Wait is how long it must still wait.
+	Wait time.Duration
+	// Last is when the previous invitation to the address went out, when the
+	// address's interval holds it back.
+	Last time.Time
+	// Customer says that the customer's hourly limit holds it back.
+	Customer bool
 }
 
 type recentSend struct {
@@ -54,43 +79,88 @@ func (r *RecentInvitations) init() {
 	if r.sent == nil {
 		r.seed = maphash.MakeSeed()
 		r.sent = map[uint64]recentSend{}
+		r.paidOff = map[uint64]int64{}
 	}
 }
 
-// Wait is how long invitation round of membership uid, to email for customer,
-// must still wait at now, and when the last one to that address went out; zero
-// when it may go.
-func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
-	return r.check(customer, email, uid, round, now, false)
+// Wait is how long a new invitation round of membership uid, to email for
+// customer, must still wait at now; the zero Hold when it may go.
+func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round int32, now time.Time) Hold {
+	return r.check(customer, email, uid, round, true, now, false)
 }
 
-// Reserve is Wait, and when the invitation may go, records it as sent at now in
-// the same step, so that two reconciles (a membership deleted mid-send and its
-// re-creation) cannot both pass. A reservation whose send then fails still
-// counts: at most one attempt per address and Interval.
-func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round int32, now time.Time) (time.Duration, time.Time) {
-	return r.check(customer, email, uid, round, now, true)
+// Reserve is Wait for an attempt to send round of membership uid, and when it may
+// go, records it as sent at now in the same step, so that two reconciles (a
+// membership deleted mid-send and its re-creation) cannot both pass. A
+// reservation whose send then fails still counts: at most one attempt per address
+// and Interval. firstAttempt says whether the attempt is the round's first, the
+// one the customer's hourly limit counts (an attempt whose record then conflicts
+// is counted again by the next reconcile's).
+func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round int32, firstAttempt bool, now time.Time) Hold {
+	return r.check(customer, email, uid, round, firstAttempt, now, true)
 }
 
-func (r *RecentInvitations) check(customer, email string, uid types.UID, round int32, now time.Time, reserve bool) (time.Duration, time.Time) {
-	if r == nil || r.Interval <= 0 {
-		return 0, time.Time{}
+func (r *RecentInvitations) check(customer, email string, uid types.UID, round int32, counts bool, now time.Time, reserve bool) Hold {
+	if r == nil {
+		return Hold{}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
-	key := r.hash(customer, validation.LowerASCII(email))
-	invitation := r.hash(string(uid), strconv.Itoa(int(round)))
-	if last, ok := r.sent[key]; ok && last.invitation != invitation {
-		at := time.Unix(0, last.at)
-		if wait := at.Add(r.Interval).Sub(now); wait > 0 {
-			return wait, at
+	var key, invitation uint64
+	if r.Interval > 0 {
+		key = r.hash(customer, validation.LowerASCII(email))
+		invitation = r.hash(string(uid), strconv.Itoa(int(round)))
+		if last, ok := r.sent[key]; ok && last.invitation != invitation {
+			at := time.Unix(0, last.at)
+			if wait := at.Add(r.Interval).Sub(now); wait > 0 {
+				return Hold{Wait: wait, Last: at}
+			}
+		}
+	}
+	counts = counts && r.PerCustomerPerHour > 0
+	var customerKey uint64
+	var paidOff time.Time
+	if counts {
+		customerKey = r.hash(customer)
+		paidOff = now
+		if at, ok := r.paidOff[customerKey]; ok && at > now.UnixNano() {
+			paidOff = time.Unix(0, at)
+		}
+		// Each invitation adds an hour/PerCustomerPerHour of debt; the bucket
+		// holds an hour's worth.
+		if wait := paidOff.Add(r.perInvitation() - time.Hour).Sub(now); wait > 0 {
+			return Hold{Wait: wait, Customer: true}
 		}
 	}
 	if reserve {
-		r.record(key, invitation, now)
+		if r.Interval > 0 {
+			r.record(key, invitation, now)
+		}
+		if counts {
+			r.charge(customerKey, paidOff.Add(r.perInvitation()), now)
+		}
 	}
-	return 0, time.Time{}
+	return Hold{}
+}
+
+// perInvitation is the share of the customer's hour one invitation uses.
+func (r *RecentInvitations) perInvitation() time.Duration {
+	return time.Hour / time.Duration(r.PerCustomerPerHour)
+}
+
+// charge stores when a customer's bucket is full again and forgets the customers
+// whose bucket is full (a sweep at most once an hour). r.mu is held.
+func (r *RecentInvitations) charge(customerKey uint64, paidOff, now time.Time) {
+	if now.Sub(r.lastCustomerPrune) >= time.Hour {
+		for k, at := range r.paidOff {
+			if at <= now.UnixNano() {
+				delete(r.paidOff, k)
+			}
+		}
+		r.lastCustomerPrune = now
+	}
+	r.paidOff[customerKey] = paidOff.UnixNano()
 }
 
 // record stores a send and forgets those older than Interval (a sweep at most
@@ -112,4 +182,11 @@ func (r *RecentInvitations) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.sent)
+}
+
+// Customers is how many customers' buckets it remembers (the others are full).
+func (r *RecentInvitations) Customers() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.paidOff)
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func TestRecentInvitations(t *testing.T) {
@@ -12,31 +13,62 @@ func TestRecentInvitations(t *testing.T) {
 	r := &RecentInvitations{Interval: 10 * time.Minute}
 	g.Expect(r.Wait("acme", "ann@example.com", "uid-1", 1, now)).To(BeZero())
 
-	g.Expect(r.Reserve("acme", "Ann@Example.com", "uid-1", 1, now)).To(BeZero(), "the first goes, and is recorded")
-	wait, last := r.Wait("acme", "ann@example.com", "uid-1", 2, now.Add(time.Minute))
-	g.Expect(wait).To(Equal(9*time.Minute), "the next round; the address's case does not matter")
-	g.Expect(last).To(BeTemporally("==", now))
-	wait, _ = r.Reserve("acme", "ann@example.com", "uid-2", 1, now.Add(time.Minute))
-	g.Expect(wait).To(Equal(9*time.Minute), "a membership created again")
-	wait, _ = r.Reserve("acme", "ann@example.com", "uid-1", 1, now.Add(2*time.Minute))
-	g.Expect(wait).To(BeZero(), "the same invitation again (a retry, or a crash before it was recorded): the same link, not held back")
-	wait, _ = r.Wait("acme", "ann@example.com", "uid-2", 1, now.Add(3*time.Minute))
-	g.Expect(wait).To(Equal(9*time.Minute), "the retry was recorded anew, a refused reservation was not")
-	wait, _ = r.Reserve("globex", "ann@example.com", "uid-3", 1, now.Add(time.Minute))
-	g.Expect(wait).To(BeZero(), "per customer")
-	wait, _ = r.Wait("acme", "ann@example.com", "uid-1", 2, now.Add(12*time.Minute))
-	g.Expect(wait).To(BeZero())
+	g.Expect(r.Reserve("acme", "Ann@Example.com", "uid-1", 1, true, now)).To(BeZero(), "the first goes, and is recorded")
+	hold := r.Wait("acme", "ann@example.com", "uid-1", 2, now.Add(time.Minute))
+	g.Expect(hold.Wait).To(Equal(9*time.Minute), "the next round; the address's case does not matter")
+	g.Expect(hold.Last).To(BeTemporally("==", now))
+	g.Expect(hold.Customer).To(BeFalse())
+	hold = r.Reserve("acme", "ann@example.com", "uid-2", 1, true, now.Add(time.Minute))
+	g.Expect(hold.Wait).To(Equal(9*time.Minute), "a membership created again")
+	hold = r.Reserve("acme", "ann@example.com", "uid-1", 1, false, now.Add(2*time.Minute))
+	g.Expect(hold.Wait).To(BeZero(), "the same invitation again (a retry, or a crash before it was recorded): the same link, not held back")
+	hold = r.Wait("acme", "ann@example.com", "uid-2", 1, now.Add(3*time.Minute))
+	g.Expect(hold.Wait).To(Equal(9*time.Minute), "the retry was recorded anew, a refused reservation was not")
+	hold = r.Reserve("globex", "ann@example.com", "uid-3", 1, true, now.Add(time.Minute))
+	g.Expect(hold.Wait).To(BeZero(), "per customer")
+	hold = r.Wait("acme", "ann@example.com", "uid-1", 2, now.Add(12*time.Minute))
+	g.Expect(hold.Wait).To(BeZero())
 
 	// Forgets what is older than the interval, sweeping at most once per interval.
-	r.Reserve("acme", "bob@example.com", "uid-4", 1, now.Add(5*time.Minute))
+	r.Reserve("acme", "bob@example.com", "uid-4", 1, true, now.Add(5*time.Minute))
 	g.Expect(r.Len()).To(Equal(3))
-	r.Reserve("acme", "cid@example.com", "uid-5", 1, now.Add(12*time.Minute))
+	r.Reserve("acme", "cid@example.com", "uid-5", 1, true, now.Add(12*time.Minute))
 	g.Expect(r.Len()).To(Equal(2), "ann's (10 minutes old) and globex's are gone, bob's stays, cid's is new")
+	g.Expect(r.Customers()).To(BeZero(), "no hourly limit set: no customer is remembered")
 
 	var off *RecentInvitations
-	g.Expect(off.Reserve("acme", "ann@example.com", "uid-1", 1, now)).To(BeZero())
+	g.Expect(off.Reserve("acme", "ann@example.com", "uid-1", 1, true, now)).To(BeZero())
 	g.Expect(off.Wait("acme", "ann@example.com", "uid-1", 2, now)).To(BeZero(), "nil: no limit")
 	zero := &RecentInvitations{}
-	zero.Reserve("acme", "ann@example.com", "uid-1", 1, now)
+	zero.Reserve("acme", "ann@example.com", "uid-1", 1, true, now)
 	g.Expect(zero.Wait("acme", "ann@example.com", "uid-1", 2, now)).To(BeZero(), "zero interval: no limit")
+}
+
+func TestRecentInvitationsPerCustomer(t *testing.T) {
+	g := NewWithT(t)
+	r := &RecentInvitations{PerCustomerPerHour: 4}
+	for i, email := range []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"} {
+		g.Expect(r.Reserve("acme", email, types.UID(email), 1, true, now)).To(BeZero(), "the bucket is full: 4 at once (%d)", i)
+	}
+	hold := r.Reserve("acme", "e@example.com", "uid-e", 1, true, now)
+	g.Expect(hold).To(Equal(Hold{Wait: 15 * time.Minute, Customer: true}), "the fifth waits a quarter of an hour (an hour / 4)")
+	g.Expect(r.Wait("acme", "e@example.com", "uid-e", 2, now.Add(5*time.Minute))).To(Equal(Hold{Wait: 10 * time.Minute, Customer: true}),
+		"a new round counts too, and a refused reservation charged nothing")
+	g.Expect(r.Reserve("acme", "a@example.com", "a@example.com", 1, false, now)).To(BeZero(),
+		"a retry after a failed send is not counted, nor held back")
+	g.Expect(r.Reserve("globex", "e@example.com", "uid-g", 1, true, now)).To(BeZero(), "another customer has a bucket of its own")
+
+	g.Expect(r.Reserve("acme", "e@example.com", "uid-e", 1, true, now.Add(15*time.Minute))).To(BeZero(), "one refilled")
+	g.Expect(r.Reserve("acme", "f@example.com", "uid-f", 1, true, now.Add(20*time.Minute)).Wait).To(Equal(10*time.Minute),
+		"the next one a quarter of an hour after that")
+	g.Expect(r.Customers()).To(Equal(2))
+
+	// An hour after its last invitation a customer's bucket is full again, and
+	// forgotten by the next sweep.
+	later := now.Add(2 * time.Hour)
+	for i, email := range []string{"g@example.com", "h@example.com", "i@example.com", "j@example.com"} {
+		g.Expect(r.Reserve("acme", email, types.UID(email), 1, true, later)).To(BeZero(), "full again (%d)", i)
+	}
+	g.Expect(r.Customers()).To(Equal(1), "globex's full bucket was swept")
+	g.Expect(r.Reserve("acme", "k@example.com", "uid-k", 1, true, later).Customer).To(BeTrue())
 }

@@ -68,6 +68,8 @@ var _ = BeforeSuite(func() {
 	// Specs re-send invitations at will; the spec of --invitation-min-interval
 	// restarts the manager with it.
 	opts.InvitationMinInterval = 0
+	// Likewise --max-invitations-per-customer-per-hour: its spec sets it.
+	opts.MaxInvitationsPerCustomerPerHour = 0
 	// Invitations go to a real SMTP server in this process; the portal listens on
 	// a fixed free port so that the links in its mails open it.
 	// On a stable port: a spec stops and restarts it (an outage), and a port from

@@ -130,6 +130,9 @@ type Options struct {
 	// InvitationMinInterval spaces out invitations to one address for one
 	// customer (resends, a membership deleted and created again); 0: no limit.
 	InvitationMinInterval time.Duration
+	// MaxInvitationsPerCustomerPerHour lets a customer's invitations go out that
+	// many at once and that many an hour after that (0: no limit).
+	MaxInvitationsPerCustomerPerHour int
 
 	// PartnerCacheTTL is how long a "is this requester a partner" answer is reused.
 	PartnerCacheTTL time.Duration
@@ -164,6 +167,8 @@ func DefaultOptions() Options {
 
 		MaxMembershipsPerCustomer: DefaultMaxMembershipsPerCustomer,
 		InvitationMinInterval:     5 * time.Minute,
+
+		MaxInvitationsPerCustomerPerHour: DefaultMaxInvitationsPerCustomerPerHour,
 	}
 }
 
@@ -172,6 +177,12 @@ func DefaultOptions() Options {
 // RBAC objects (one ClusterRole names every membership) large or its Admins a
 // mass mailer.
 const DefaultMaxMembershipsPerCustomer = 500
+
+// DefaultMaxInvitationsPerCustomerPerHour is
+// --max-invitations-per-customer-per-hour's default: a partner's onboarding of a
+// customer's people goes out at once, an Admin who keeps replacing memberships
+// with new addresses mails at most that many an hour.
+const DefaultMaxInvitationsPerCustomerPerHour = 100
 
 // Validate reports options that cannot work, naming the flag.
 func (o Options) Validate() error {
@@ -198,6 +209,9 @@ func (o Options) Validate() error {
 	}
 	if o.InvitationMinInterval < 0 {
 		errs = append(errs, fmt.Errorf("--invitation-min-interval must not be negative (0: no limit), not %s", o.InvitationMinInterval))
+	}
+	if o.MaxInvitationsPerCustomerPerHour < 0 {
+		errs = append(errs, fmt.Errorf("--max-invitations-per-customer-per-hour must be >= 0 (0: no limit), not %d", o.MaxInvitationsPerCustomerPerHour))
 	}
 	if o.MaxMembershipsPerCustomer < 0 {
 		errs = append(errs, fmt.Errorf("--max-memberships-per-customer must be >= 0 (0: no cap), not %d", o.MaxMembershipsPerCustomer))
@@ -542,7 +556,10 @@ func setupMemberships(ctx context.Context, mgr ctrl.Manager, cfg *rest.Config, o
 		UsernamePrefix: opts.UsernamePrefix,
 
 		MaxConcurrentReconciles: opts.ConcurrentReconciles,
-		Recent:                  &controllers.RecentInvitations{Interval: opts.InvitationMinInterval},
+		Recent: &controllers.RecentInvitations{
+			Interval:           opts.InvitationMinInterval,
+			PerCustomerPerHour: opts.MaxInvitationsPerCustomerPerHour,
+		},
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the CustomerMembership controller: %w", err)
 	}

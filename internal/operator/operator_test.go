@@ -146,3 +146,16 @@ func TestStoppingGraceFitsTheShutdown(t *testing.T) {
 	g.Expect(portal.ShutdownTimeout + controllers.StoppingGrace).To(BeNumerically("<", gracefulShutdown))
 	g.Expect(5*time.Second+gracefulShutdown).To(BeNumerically("<", 40*time.Second), "config/manager: preStop 5 s, terminationGracePeriodSeconds 40")
 }
+
+func TestInvitationLimitsValidate(t *testing.T) {
+	g := NewWithT(t)
+	opts := DefaultOptions()
+	g.Expect(opts.MaxInvitationsPerCustomerPerHour).To(Equal(DefaultMaxInvitationsPerCustomerPerHour))
+	opts.MaxInvitationsPerCustomerPerHour = 0
+	g.Expect(opts.Validate()).To(Succeed(), "0 turns the limit off")
+	opts.MaxInvitationsPerCustomerPerHour = -1
+	g.Expect(opts.Validate()).To(MatchError("--max-invitations-per-customer-per-hour must be >= 0 (0: no limit), not -1"))
+	opts = DefaultOptions()
+	opts.InvitationMinInterval = -time.Second
+	g.Expect(opts.Validate()).To(MatchError("--invitation-min-interval must not be negative (0: no limit), not -1s"))
+}
