@@ -410,6 +410,18 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	phase("mail", t)
 	res.add(row{Section: "6 mail", Metric: fmt.Sprintf("invitations per second, pooled connections (%d callers)", mailCallers), Ours: mr.pooled, Baseline: mr.perConnection, Unit: "mails/s",
 		Target: ">= 200/s", Met: met(mr.pooled >= 200), Note: fmt.Sprintf("baseline: a new SMTP connection per mail; pooled run used %d connections", mr.pooledConns)})
+
+	// 7. The kubectl plugin: a member's inbox.
+	t = time.Now()
+	log("plugin: kubectl customer inbox of a member with %d open messages", inboxMessages)
+	ir, err := b.runInbox(ctx)
+	if err != nil {
+		return res, err
+	}
+	phase("plugin", t)
+	res.add(row{Section: "7 plugin", Metric: fmt.Sprintf("kubectl customer inbox, %d open messages (median of %d)", inboxMessages, inboxRuns),
+		Ours: ir.inbox.Seconds(), Baseline: ir.list.Seconds(), Unit: "s",
+		Note: "baseline: one LIST of the same messages as the admin (a member reads each by name and dry-runs an acknowledgement of each)"})
 	return res, nil
 }
 
