@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 
+	"golang.org/x/sync/errgroup"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -90,19 +91,45 @@ func readable[T any, P interface {
 		// there lists namespaces), which does not reach a cluster-wide list. What
 		// the review named is still readable by name.
 	}
-	var out []T
-	for _, name := range sets.List(a.names) {
-		var obj T
-		if err := c.Get(ctx, client.ObjectKey{Name: name}, P(&obj)); err != nil {
+	names := sets.List(a.names)
+	objs := make([]T, len(names))
+	found := make([]bool, len(names))
+	err = inParallel(ctx, len(names), func(ctx context.Context, i int) error {
+		if err := c.Get(ctx, client.ObjectKey{Name: names[i]}, P(&objs[i])); err != nil {
 			// Deleted since, or the grant changed since the review: not readable.
 			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-				continue
+				return nil
 			}
-			return nil, fmt.Errorf("reading %s %q: %w", kind, name, err)
+			return fmt.Errorf("reading %s %q: %w", kind, names[i], err)
 		}
-		out = append(out, obj)
+		found[i] = true
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []T
+	for i := range objs {
+		if found[i] {
+			out = append(out, objs[i])
+		}
 	}
 	return out, nil
+}
+
+// parallelRequests is how many requests a command has in flight at once when it
+// reads or checks objects one by one.
+const parallelRequests = 8
+
+// inParallel calls fn for 0 ≤ i < n, parallelRequests at a time, and returns the
+// first error (the others' contexts are cancelled then).
+func inParallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelRequests)
+	for i := range n {
+		g.Go(func() error { return fn(ctx, i) })
+	}
+	return g.Wait()
 }
 
 // readableMessages returns the CustomerMessages the user may read (of one customer,

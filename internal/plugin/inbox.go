@@ -58,23 +58,45 @@ func (o *Options) runInbox(ctx context.Context, showBody bool) error {
 		return explain(err, quoteUser(me.Username), "read your messages", "ask your partner to add you to a customer")
 	}
 
-	var open []v1alpha1.CustomerMessage
-	unverified := false
+	var candidates []v1alpha1.CustomerMessage
 	for _, m := range readable {
-		if messages.IsResolved(&m) || messages.HasAcknowledged(&m, me.Username) {
-			continue
+		if !messages.IsResolved(&m) && !messages.HasAcknowledged(&m, me.Username) {
+			candidates = append(candidates, m)
 		}
-		forMe, err := mayAcknowledge(ctx, c, &m, me.Username)
+	}
+	// Asked in parallel, kept in the order read.
+	const (
+		notForMe = iota
+		forMe
+		unverifiable
+	)
+	answers := make([]int, len(candidates))
+	err = inParallel(ctx, len(candidates), func(ctx context.Context, i int) error {
+		ok, err := mayAcknowledge(ctx, c, &candidates[i], me.Username)
 		switch {
 		case err != nil && apierrors.IsForbidden(err) && !isAdmissionDenial(err):
 			// No right to acknowledge at all: show what is readable, say so below.
-			unverified = true
+			answers[i] = unverifiable
 		case err != nil:
-			return fmt.Errorf("checking whether CustomerMessage %q is for you: %w", m.Name, err)
-		case !forMe:
-			continue
+			return fmt.Errorf("checking whether CustomerMessage %q is for you: %w", candidates[i].Name, err)
+		case ok:
+			answers[i] = forMe
 		}
-		open = append(open, m)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var open []v1alpha1.CustomerMessage
+	unverified := false
+	for i, m := range candidates {
+		switch answers[i] {
+		case unverifiable:
+			unverified = true
+			open = append(open, m)
+		case forMe:
+			open = append(open, m)
+		}
 	}
 
 	if len(open) == 0 {

@@ -100,6 +100,13 @@ func (o *Options) Client() (client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.QPS == 0 {
+		// client-go's default, 5 requests a second after a burst of 10, made a
+		// member's inbox of 100 messages (a GET and a dry-run create each) take 36 s
+		// (docs/benchmarks.md). The API server's Priority and Fairness is what
+		// protects it; kubectl's discovery client allows as much.
+		cfg.QPS, cfg.Burst = 50, 300
+	}
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the cluster: %w", err)

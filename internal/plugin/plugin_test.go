@@ -3,8 +3,11 @@ package plugin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -191,4 +194,60 @@ func TestMayListCustomersAsksForListOfCustomers(t *testing.T) {
 		}).Build()
 		NewWithT(t).Expect(mayListCustomers(context.Background(), c)).To(Equal(partner))
 	}
+}
+
+// A member reads messages by name: readable asks for up to parallelRequests at once,
+// keeps the order of the names, leaves out what is gone, and stops at an error.
+func TestReadableReadsNamesInParallelInOrder(t *testing.T) {
+	g := NewWithT(t)
+	scheme := runtime.NewScheme()
+	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
+	g.Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
+	var names, want []string
+	var objs []client.Object
+	for i := range 40 {
+		name := fmt.Sprintf("acme-%02d", i)
+		names = append(names, name)
+		if i%2 == 0 { // the odd ones were deleted since the review
+			want = append(want, name)
+			objs = append(objs, &v1alpha1.CustomerMessage{ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: v1alpha1.CustomerMessageSpec{Customer: "acme", Title: "t", Body: "b"}})
+		}
+	}
+	var inFlight, most atomic.Int32
+	failOn := ""
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				review := obj.(*authorizationv1.SelfSubjectRulesReview)
+				review.Status.ResourceRules = []authorizationv1.ResourceRule{{Verbs: []string{"get"},
+					APIGroups: []string{v1alpha1.GroupName}, Resources: []string{"customermessages"}, ResourceNames: names}}
+				return nil
+			},
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				n := inFlight.Add(1)
+				defer inFlight.Add(-1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				time.Sleep(5 * time.Millisecond)
+				if key.Name == failOn {
+					return apierrors.NewInternalError(errors.New("etcd is away"))
+				}
+				return c.Get(ctx, key, obj, opts...)
+			},
+		}).Build()
+
+	got, err := readableMessages(context.Background(), c, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	var gotNames []string
+	for _, m := range got {
+		gotNames = append(gotNames, m.Name)
+	}
+	g.Expect(gotNames).To(Equal(want), "the names' order, without the deleted ones")
+	g.Expect(most.Load()).To(BeNumerically(">", 1), "more than one at a time")
+	g.Expect(most.Load()).To(BeNumerically("<=", parallelRequests))
+
+	failOn = "acme-20"
+	_, err = readableMessages(context.Background(), c, "")
+	g.Expect(err).To(MatchError(ContainSubstring(`reading CustomerMessage "acme-20"`)))
 }
