@@ -386,17 +386,35 @@ var _ = Describe("CustomerMembership invitations", func() {
 		}).Should(Succeed())
 		Consistently(mailsTo("throttled-kim@example.com"), "1s").Should(BeEmpty())
 		Expect(getMembership(Default, kim.Name).Status.Invitation.Attempts).To(BeZero(), "nothing was tried")
+		kimHeld := membershipCondition(Default, kim.Name, v1alpha1.InvitedCondition).Message
+
+		By("giving the fourth the slot after the third's")
+		fourth := createMembership(newMembership("throttled-max", "throttled", "throttled-max@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(func(g Gomega) {
+			invited := membershipCondition(g, fourth.Name, v1alpha1.InvitedCondition)
+			g.Expect(invited).NotTo(BeNil())
+			g.Expect(invited.Message).To(HavePrefix("held back until "))
+			g.Expect(invited.Message).NotTo(Equal(kimHeld))
+		}).Should(Succeed())
+		Expect(membershipCondition(Default, kim.Name, v1alpha1.InvitedCondition).Message).To(Equal(kimHeld), "the third's slot did not move")
 
 		By("while another customer's invitations go at once")
 		createCustomer("unthrottled", "Unthrottled Ltd")
 		createMembership(newMembership("unthrottled-lea", "unthrottled", "throttled-lea@example.com", v1alpha1.RoleViewer, ""))
 		Eventually(mailsTo("throttled-lea@example.com")).Should(HaveLen(1))
 
-		By("sending it once half an hour has passed")
+		By("sending the third once half an hour has passed, the fourth not yet")
 		fake.Step(30 * time.Minute)
 		touch(kim.Name)
+		touch(fourth.Name)
 		Eventually(mailsTo("throttled-kim@example.com")).Should(HaveLen(1))
 		expectCondition(kim.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
+		Consistently(mailsTo("throttled-max@example.com"), "1s").Should(BeEmpty())
+
+		By("and the fourth half an hour later")
+		fake.Step(30 * time.Minute)
+		touch(fourth.Name)
+		Eventually(mailsTo("throttled-max@example.com")).Should(HaveLen(1))
 	})
 
 	It("waits for its customer, sends nothing meanwhile, and resumes without a second mail", func() {

@@ -188,16 +188,9 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 		}
 	}
 
-	if hold := r.Recent.Reserve(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, inv.Attempts == 0, now); hold.Wait > 0 {
-		// Not an attempt: nothing was tried. The membership waits, visibly.
-		text := r.heldBack(m, now, hold)
-		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
-		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
-		return ctrl.Result{RequeueAfter: hold.Wait}, true, nil
-	}
-
-	// Built before the attempt is recorded: a problem here is configuration, not
-	// delivery, and must not count as an attempt.
+	// Built before the attempt is recorded, and before the limits count it: a
+	// problem here is configuration, not delivery, and must not count as an
+	// attempt.
 	msg, err := r.invitationMessage(m, s.customer, now)
 	if errors.Is(err, ErrNoPortalURL) {
 		// Only a restart changes it (the flag, or $PORTAL_URL from the Secret), and
@@ -210,6 +203,14 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	}
 	if err != nil {
 		return ctrl.Result{}, true, err
+	}
+
+	if hold := r.Recent.Reserve(string(m.Spec.Customer), m.Spec.Email, m.UID, inv.Round, inv.Attempts == 0, now); hold.Wait > 0 {
+		// Not an attempt: nothing was tried. The membership waits, visibly.
+		text := r.heldBack(m, now, hold)
+		status.Set(m, v1alpha1.InvitedCondition, metav1.ConditionFalse, v1alpha1.InvitationPendingReason, text)
+		status.MarkReconciling(m, v1alpha1.InvitationPendingReason, text)
+		return ctrl.Result{RequeueAfter: hold.Wait}, true, nil
 	}
 
 	previous := status.Get(m, v1alpha1.InvitedCondition).DeepCopy()
@@ -233,6 +234,7 @@ func (r *CustomerMembershipReconciler) send(ctx context.Context, s *membershipSc
 	if err := s.patcher.PatchStatus(ctx, r.Client, m); err != nil {
 		return ctrl.Result{}, true, err
 	}
+	r.Recent.Attempted(m.UID, inv.Round)
 
 	// From here on the attempt is on record, and the send and its record are
 	// finished even when the manager is stopping (the send within SendingGrace, the

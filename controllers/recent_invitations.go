@@ -22,11 +22,18 @@ import (
 //     shrink after such a burst).
 //   - a customer's invitations go out at most PerCustomerPerHour at once and
 //     PerCustomerPerHour an hour after that (a token bucket per customer, kept as
-//     the time its debt is paid off: one int64, forgotten once paid; 0.37 MB
-//     more for a 10,000-customer convergence, measured), so that an
-//     Admin who keeps creating memberships for new addresses cannot make a mass
-//     mailer of the partner's mail server. Only the first attempt of an
-//     invitation round counts: retries after a failed send do not.
+//     the time its debt is paid off: one int64, forgotten once paid; 0.37 MB for
+//     a 10,000-customer convergence, measured), so that an Admin who keeps
+//     creating memberships for new addresses cannot make a mass mailer of the
+//     partner's mail server. An invitation the bucket holds back is given a slot
+//     of its own, the first free one, and charged for it at once: held
+//     invitations go in the order they came, each with a time that does not
+//     move (so its condition is written once), not all at once whenever a slot
+//     frees. An invitation is charged once: until its attempt is on record
+//     (Attempted), or an hour after its slot, a reconcile that tries it again (a
+//     conflict, an API server that refused the attempt's write) finds it paid.
+//     Only the first attempt of an invitation round counts: retries after a
+//     failed send do not.
 //
 // The same invitation (membership UID and round) is never held back by its own
 // entry: that is the mail re-sent after a crash between sending and recording,
@@ -42,8 +49,10 @@ type RecentInvitations struct {
 	seed      maphash.Seed
 	sent      map[uint64]recentSend
 	lastPrune time.Time
-	// paidOff is when each customer's bucket is full again, in unix nanoseconds.
-	paidOff           map[uint64]int64
+	// paidOff is when each customer's bucket is full again, and slots when each
+	// charged invitation (hash of the membership UID and round) whose attempt is
+	// not yet on record may go, in unix nanoseconds.
+	paidOff, slots    map[uint64]int64
 	lastCustomerPrune time.Time
 }
 
@@ -80,24 +89,38 @@ func (r *RecentInvitations) init() {
 		r.seed = maphash.MakeSeed()
 		r.sent = map[uint64]recentSend{}
 		r.paidOff = map[uint64]int64{}
+		r.slots = map[uint64]int64{}
 	}
 }
 
 // Wait is how long a new invitation round of membership uid, to email for
-// customer, must still wait at now; the zero Hold when it may go.
+// customer, must still wait at now; the zero Hold when it may go. Like Reserve,
+// it charges the customer's bucket for the round (once), so that two re-sends
+// cannot both pass it for the last free slot.
 func (r *RecentInvitations) Wait(customer, email string, uid types.UID, round int32, now time.Time) Hold {
 	return r.check(customer, email, uid, round, true, now, false)
 }
 
 // Reserve is Wait for an attempt to send round of membership uid, and when it may
-// go, records it as sent at now in the same step, so that two reconciles (a
-// membership deleted mid-send and its re-creation) cannot both pass. A
-// reservation whose send then fails still counts: at most one attempt per address
-// and Interval. firstAttempt says whether the attempt is the round's first, the
-// one the customer's hourly limit counts (an attempt whose record then conflicts
-// is counted again by the next reconcile's).
+// go, records it as sent to the address at now in the same step, so that two
+// reconciles (a membership deleted mid-send and its re-creation) cannot both
+// pass. A reservation whose send then fails still counts: at most one attempt per
+// address and Interval. firstAttempt says whether the attempt is the round's
+// first, the one the customer's bucket counts.
 func (r *RecentInvitations) Reserve(customer, email string, uid types.UID, round int32, firstAttempt bool, now time.Time) Hold {
 	return r.check(customer, email, uid, round, firstAttempt, now, true)
+}
+
+// Attempted says that the attempt of round of membership uid is on record: a
+// later attempt is no first one, so its charge need not be remembered.
+func (r *RecentInvitations) Attempted(uid types.UID, round int32) {
+	if r == nil || r.PerCustomerPerHour <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.init()
+	delete(r.slots, r.hash(string(uid), strconv.Itoa(int(round))))
 }
 
 func (r *RecentInvitations) check(customer, email string, uid types.UID, round int32, counts bool, now time.Time, reserve bool) Hold {
@@ -107,10 +130,10 @@ func (r *RecentInvitations) check(customer, email string, uid types.UID, round i
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
-	var key, invitation uint64
+	invitation := r.hash(string(uid), strconv.Itoa(int(round)))
+	var key uint64
 	if r.Interval > 0 {
 		key = r.hash(customer, validation.LowerASCII(email))
-		invitation = r.hash(string(uid), strconv.Itoa(int(round)))
 		if last, ok := r.sent[key]; ok && last.invitation != invitation {
 			at := time.Unix(0, last.at)
 			if wait := at.Add(r.Interval).Sub(now); wait > 0 {
@@ -118,49 +141,60 @@ func (r *RecentInvitations) check(customer, email string, uid types.UID, round i
 			}
 		}
 	}
-	counts = counts && r.PerCustomerPerHour > 0
-	var customerKey uint64
-	var paidOff time.Time
-	if counts {
-		customerKey = r.hash(customer)
-		paidOff = now
-		if at, ok := r.paidOff[customerKey]; ok && at > now.UnixNano() {
-			paidOff = time.Unix(0, at)
+	if counts && r.PerCustomerPerHour > 0 {
+		slot, charged := r.slots[invitation]
+		if !charged {
+			slot = r.book(customer, invitation, now)
 		}
-		// Each invitation adds an hour/PerCustomerPerHour of debt; the bucket
-		// holds an hour's worth.
-		if wait := paidOff.Add(r.perInvitation() - time.Hour).Sub(now); wait > 0 {
+		if wait := time.Unix(0, slot).Sub(now); wait > 0 {
 			return Hold{Wait: wait, Customer: true}
 		}
 	}
-	if reserve {
-		if r.Interval > 0 {
-			r.record(key, invitation, now)
-		}
-		if counts {
-			r.charge(customerKey, paidOff.Add(r.perInvitation()), now)
-		}
+	if reserve && r.Interval > 0 {
+		r.record(key, invitation, now)
 	}
 	return Hold{}
 }
 
-// perInvitation is the share of the customer's hour one invitation uses.
-func (r *RecentInvitations) perInvitation() time.Duration {
-	return time.Hour / time.Duration(r.PerCustomerPerHour)
+// book charges customer's bucket for invitation and returns when it may go (unix
+// nanoseconds): now when the bucket has room, else the first slot after those
+// given out already. Each invitation adds an hour/PerCustomerPerHour of debt; the
+// bucket holds an hour's worth. r.mu is held.
+func (r *RecentInvitations) book(customer string, invitation uint64, now time.Time) int64 {
+	r.pruneCustomers(now)
+	key := r.hash(customer)
+	perInvitation := time.Hour / time.Duration(r.PerCustomerPerHour)
+	paidOff := now
+	if at, ok := r.paidOff[key]; ok && at > now.UnixNano() {
+		paidOff = time.Unix(0, at)
+	}
+	slot := paidOff.Add(perInvitation - time.Hour)
+	if slot.Before(now) {
+		slot = now
+	}
+	r.paidOff[key] = paidOff.Add(perInvitation).UnixNano()
+	r.slots[invitation] = slot.UnixNano()
+	return slot.UnixNano()
 }
 
-// charge stores when a customer's bucket is full again and forgets the customers
-// whose bucket is full (a sweep at most once an hour). r.mu is held.
-func (r *RecentInvitations) charge(customerKey uint64, paidOff, now time.Time) {
-	if now.Sub(r.lastCustomerPrune) >= time.Hour {
-		for k, at := range r.paidOff {
-			if at <= now.UnixNano() {
-				delete(r.paidOff, k)
-			}
-		}
-		r.lastCustomerPrune = now
+// pruneCustomers forgets, at most once an hour, the customers whose bucket is
+// full and the charges of invitations whose slot is an hour past (their
+// membership was deleted, or their attempt never recorded). r.mu is held.
+func (r *RecentInvitations) pruneCustomers(now time.Time) {
+	if now.Sub(r.lastCustomerPrune) < time.Hour {
+		return
 	}
-	r.paidOff[customerKey] = paidOff.UnixNano()
+	for k, at := range r.paidOff {
+		if at <= now.UnixNano() {
+			delete(r.paidOff, k)
+		}
+	}
+	for k, at := range r.slots {
+		if at <= now.Add(-time.Hour).UnixNano() {
+			delete(r.slots, k)
+		}
+	}
+	r.lastCustomerPrune = now
 }
 
 // record stores a send and forgets those older than Interval (a sweep at most
@@ -184,9 +218,10 @@ func (r *RecentInvitations) Len() int {
 	return len(r.sent)
 }
 
-// Customers is how many customers' buckets it remembers (the others are full).
-func (r *RecentInvitations) Customers() int {
+// Customers is how many customers' buckets it remembers (the others are full),
+// and how many charged invitations whose attempt is not on record.
+func (r *RecentInvitations) Customers() (customers, charged int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.paidOff)
+	return len(r.paidOff), len(r.slots)
 }

@@ -210,8 +210,8 @@ func (o Options) Validate() error {
 	if o.InvitationMinInterval < 0 {
 		errs = append(errs, fmt.Errorf("--invitation-min-interval must not be negative (0: no limit), not %s", o.InvitationMinInterval))
 	}
-	if o.MaxInvitationsPerCustomerPerHour < 0 {
-		errs = append(errs, fmt.Errorf("--max-invitations-per-customer-per-hour must be >= 0 (0: no limit), not %d", o.MaxInvitationsPerCustomerPerHour))
+	if o.MaxInvitationsPerCustomerPerHour < 0 || o.MaxInvitationsPerCustomerPerHour > 100000 {
+		errs = append(errs, fmt.Errorf("--max-invitations-per-customer-per-hour must be from 0 (no limit) to 100000, not %d", o.MaxInvitationsPerCustomerPerHour))
 	}
 	if o.MaxMembershipsPerCustomer < 0 {
 		errs = append(errs, fmt.Errorf("--max-memberships-per-customer must be >= 0 (0: no cap), not %d", o.MaxMembershipsPerCustomer))

@@ -1,6 +1,7 @@
 package operator
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -153,8 +154,12 @@ func TestInvitationLimitsValidate(t *testing.T) {
 	g.Expect(opts.MaxInvitationsPerCustomerPerHour).To(Equal(DefaultMaxInvitationsPerCustomerPerHour))
 	opts.MaxInvitationsPerCustomerPerHour = 0
 	g.Expect(opts.Validate()).To(Succeed(), "0 turns the limit off")
-	opts.MaxInvitationsPerCustomerPerHour = -1
-	g.Expect(opts.Validate()).To(MatchError("--max-invitations-per-customer-per-hour must be >= 0 (0: no limit), not -1"))
+	opts.MaxInvitationsPerCustomerPerHour = 100000
+	g.Expect(opts.Validate()).To(Succeed())
+	for _, bad := range []int{-1, 100001} {
+		opts.MaxInvitationsPerCustomerPerHour = bad
+		g.Expect(opts.Validate()).To(MatchError(fmt.Sprintf("--max-invitations-per-customer-per-hour must be from 0 (no limit) to 100000, not %d", bad)))
+	}
 	opts = DefaultOptions()
 	opts.InvitationMinInterval = -time.Second
 	g.Expect(opts.Validate()).To(MatchError("--invitation-min-interval must not be negative (0: no limit), not -1s"))
