@@ -124,12 +124,19 @@ const parallelRequests = 8
 // inParallel calls fn for 0 ≤ i < n, parallelRequests at a time, and returns the
 // first error (the others' contexts are cancelled then).
 func inParallel(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelRequests)
 	for i := range n {
-		g.Go(func() error { return fn(ctx, i) })
+		if gctx.Err() != nil {
+			break // one failed, or the command was interrupted: start no more
+		}
+		g.Go(func() error { return fn(gctx, i) })
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Interrupted before any call failed: what was read is not all there is.
+	return ctx.Err()
 }
 
 // readableMessages returns the CustomerMessages the user may read (of one customer,

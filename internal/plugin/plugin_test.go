@@ -251,3 +251,19 @@ func TestReadableReadsNamesInParallelInOrder(t *testing.T) {
 	_, err = readableMessages(context.Background(), c, "")
 	g.Expect(err).To(MatchError(ContainSubstring(`reading CustomerMessage "acme-20"`)))
 }
+
+// An interrupted command reports the interruption, not a partial result.
+func TestInParallelReportsAnInterruption(t *testing.T) {
+	g := NewWithT(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int32
+	err := inParallel(ctx, 100, func(ctx context.Context, i int) error {
+		if calls.Add(1) == 3 {
+			cancel()
+		}
+		return nil
+	})
+	g.Expect(err).To(MatchError(context.Canceled))
+	g.Expect(calls.Load()).To(BeNumerically("<", 100), "no calls started after the interruption")
+	g.Expect(inParallel(context.Background(), 5, func(context.Context, int) error { return nil })).To(Succeed())
+}
