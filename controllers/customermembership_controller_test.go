@@ -398,6 +398,14 @@ var _ = Describe("CustomerMembership invitations", func() {
 		}).Should(Succeed())
 		Expect(membershipCondition(Default, kim.Name, v1alpha1.InvitedCondition).Message).To(Equal(kimHeld), "the third's slot did not move")
 
+		By("holding the fifth without a slot: the next hour's are taken")
+		fifth := createMembership(newMembership("throttled-ned", "throttled", "throttled-ned@example.com", v1alpha1.RoleViewer, ""))
+		Eventually(func(g Gomega) {
+			invited := membershipCondition(g, fifth.Name, v1alpha1.InvitedCondition)
+			g.Expect(invited).NotTo(BeNil())
+			g.Expect(invited.Message).To(Equal(`held back: invitations for customer "throttled" go out at most 2 at once and 2 an hour after that (--max-invitations-per-customer-per-hour), and every slot of the next hour is taken; this one gets a slot when one comes free`))
+		}).Should(Succeed())
+
 		By("while another customer's invitations go at once")
 		createCustomer("unthrottled", "Unthrottled Ltd")
 		createMembership(newMembership("unthrottled-lea", "unthrottled", "throttled-lea@example.com", v1alpha1.RoleViewer, ""))
@@ -410,6 +418,10 @@ var _ = Describe("CustomerMembership invitations", func() {
 		Eventually(mailsTo("throttled-kim@example.com")).Should(HaveLen(1))
 		expectCondition(kim.Name, v1alpha1.InvitedCondition, metav1.ConditionTrue, v1alpha1.InvitationSentReason)
 		Consistently(mailsTo("throttled-max@example.com"), "1s").Should(BeEmpty())
+		touch(fifth.Name)
+		Eventually(func(g Gomega) {
+			g.Expect(membershipCondition(g, fifth.Name, v1alpha1.InvitedCondition).Message).To(HavePrefix("held back until "))
+		}).Should(Succeed(), "the fifth has a slot now")
 
 		By("and the fourth half an hour later")
 		fake.Step(30 * time.Minute)

@@ -85,6 +85,12 @@ func (r *CustomerMembershipReconciler) reconcileInvitation(ctx context.Context, 
 // --max-invitations-per-customer-per-hour.
 func (r *CustomerMembershipReconciler) heldBack(m *v1alpha1.CustomerMembership, now time.Time, hold Hold) string {
 	until := now.Add(hold.Wait).UTC().Format(time.RFC3339)
+	if hold.Unslotted {
+		// No time: every invitation beyond the next hour's slots reads the same,
+		// and is written once.
+		return fmt.Sprintf("held back: invitations for customer %q go out at most %d at once and %d an hour after that (--max-invitations-per-customer-per-hour), and every slot of the next hour is taken; this one gets a slot when one comes free",
+			m.Spec.Customer, r.Recent.PerCustomerPerHour, r.Recent.PerCustomerPerHour)
+	}
 	if hold.Customer {
 		return fmt.Sprintf("held back until %s: invitations for customer %q go out at most %d at once and %d an hour after that (--max-invitations-per-customer-per-hour)",
 			until, m.Spec.Customer, r.Recent.PerCustomerPerHour, r.Recent.PerCustomerPerHour)

@@ -26,14 +26,18 @@ import (
 //     a 10,000-customer convergence, measured), so that an Admin who keeps
 //     creating memberships for new addresses cannot make a mass mailer of the
 //     partner's mail server. An invitation the bucket holds back is given a slot
-//     of its own, the first free one, and charged for it at once: held
-//     invitations go in the order they came, each with a time that does not
-//     move (so its condition is written once), not all at once whenever a slot
-//     frees. An invitation is charged once: until its attempt is on record
-//     (Attempted), or an hour after its slot, a reconcile that tries it again (a
-//     conflict, an API server that refused the attempt's write) finds it paid.
-//     Only the first attempt of an invitation round counts: retries after a
-//     failed send do not.
+//     of its own, the first free one within the next hour, and charged for it
+//     at once: held invitations go in the order they came, each with a time
+//     that does not move (so its condition is written once), not all at once
+//     whenever a slot frees. Beyond the next hour's slots an invitation waits
+//     for room without a slot or a charge, with a text that names no time (so
+//     it is written once too). An invitation is charged once: until its
+//     attempt is on record (Attempted), or an hour after its slot, a reconcile
+//     that tries it again (a conflict, an API server that refused the attempt's
+//     write) finds it paid; a reconcile that then reads a cache from before the
+//     attempt's record charges it again, which costs a slot, not a mail. Only
+//     the first attempt of an invitation round counts: retries after a failed
+//     send do not.
 //
 // The same invitation (membership UID and round) is never held back by its own
 // entry: that is the mail re-sent after a crash between sending and recording,
@@ -65,6 +69,9 @@ type Hold struct {
 	Last time.Time
 	// Customer says that the customer's hourly limit holds it back.
 	Customer bool
+	// Unslotted says that the customer's next hour of slots is given out: the
+	// invitation gets one once there is room, at Wait, and waits for a slot then.
+	Unslotted bool
 }
 
 type recentSend struct {
@@ -144,7 +151,10 @@ func (r *RecentInvitations) check(customer, email string, uid types.UID, round i
 	if counts && r.PerCustomerPerHour > 0 {
 		slot, charged := r.slots[invitation]
 		if !charged {
-			slot = r.book(customer, invitation, now)
+			var booked bool
+			if slot, booked = r.book(customer, invitation, now); !booked {
+				return Hold{Wait: time.Unix(0, slot).Sub(now), Customer: true, Unslotted: true}
+			}
 		}
 		if wait := time.Unix(0, slot).Sub(now); wait > 0 {
 			return Hold{Wait: wait, Customer: true}
@@ -159,8 +169,12 @@ func (r *RecentInvitations) check(customer, email string, uid types.UID, round i
 // book charges customer's bucket for invitation and returns when it may go (unix
 // nanoseconds): now when the bucket has room, else the first slot after those
 // given out already. Each invitation adds an hour/PerCustomerPerHour of debt; the
-// bucket holds an hour's worth. r.mu is held.
-func (r *RecentInvitations) book(customer string, invitation uint64, now time.Time) int64 {
+// bucket holds an hour's worth. Slots are given out an hour ahead at most: beyond
+// that, nothing is charged, and book returns when the next slot is within the
+// hour and false. Otherwise memberships created and deleted while held would push
+// the customer's invitations back without bound (their slots are not given
+// back), and hold every slot's worth of memory until then. r.mu is held.
+func (r *RecentInvitations) book(customer string, invitation uint64, now time.Time) (int64, bool) {
 	r.pruneCustomers(now)
 	key := r.hash(customer)
 	perInvitation := time.Hour / time.Duration(r.PerCustomerPerHour)
@@ -169,12 +183,15 @@ func (r *RecentInvitations) book(customer string, invitation uint64, now time.Ti
 		paidOff = time.Unix(0, at)
 	}
 	slot := paidOff.Add(perInvitation - time.Hour)
+	if slot.After(now.Add(time.Hour)) {
+		return slot.Add(-time.Hour).UnixNano(), false
+	}
 	if slot.Before(now) {
 		slot = now
 	}
 	r.paidOff[key] = paidOff.Add(perInvitation).UnixNano()
 	r.slots[invitation] = slot.UnixNano()
-	return slot.UnixNano()
+	return slot.UnixNano(), true
 }
 
 // pruneCustomers forgets, at most once an hour, the customers whose bucket is

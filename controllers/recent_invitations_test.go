@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -90,4 +91,28 @@ func TestRecentInvitationsPerCustomer(t *testing.T) {
 
 	var off *RecentInvitations
 	off.Attempted("uid-k", 1)
+}
+
+// Slots are given out an hour ahead at most: memberships created and deleted while
+// held cannot push a customer's invitations back without bound.
+func TestRecentInvitationsPerCustomerQueueIsAnHour(t *testing.T) {
+	g := NewWithT(t)
+	r := &RecentInvitations{PerCustomerPerHour: 4}
+	for i := range 4 {
+		g.Expect(r.Reserve("acme", fmt.Sprintf("%d@example.com", i), types.UID(fmt.Sprint(i)), 1, true, now)).To(BeZero())
+	}
+	for i := 4; i < 8; i++ {
+		g.Expect(r.Reserve("acme", fmt.Sprintf("%d@example.com", i), types.UID(fmt.Sprint(i)), 1, true, now)).
+			To(Equal(Hold{Wait: time.Duration(i-3) * 15 * time.Minute, Customer: true}), "slot %d", i)
+	}
+	_, charged := r.Customers()
+	g.Expect(charged).To(Equal(8))
+	for range 3 {
+		g.Expect(r.Reserve("acme", "9@example.com", "9", 1, true, now)).
+			To(Equal(Hold{Wait: 15 * time.Minute, Customer: true, Unslotted: true}), "beyond the hour: no slot, no charge")
+	}
+	_, charged = r.Customers()
+	g.Expect(charged).To(Equal(8))
+	g.Expect(r.Reserve("acme", "9@example.com", "9", 1, true, now.Add(15*time.Minute))).
+		To(Equal(Hold{Wait: time.Hour, Customer: true}), "once there is room, the slot after the last one given out")
 }

@@ -93,11 +93,15 @@ func (b *bench) runInbox(ctx context.Context) (inboxResult, error) {
 		}
 		return time.Since(start), out.String() + errOut.String(), nil
 	}
-	// The header and one line per message: every one was read and is open to the
-	// member.
-	complete := func(out string) bool { return strings.Count(out, "\n") == inboxMessages+1 }
+	// The header and one line per message, and no warning on stderr (that the
+	// member may not acknowledge, so the list is unverified): every one was read
+	// and is open to the member.
+	complete := func(out string) bool {
+		return strings.Count(out, "\n") == inboxMessages+1 && !strings.Contains(out, "Warning:")
+	}
 	// Untimed until it lists them all: RBAC may name the messages before the
 	// webhook's cache has the membership, which decides who may acknowledge.
+	deadline = time.Now().Add(time.Minute)
 	for {
 		_, out, err := inboxOnce()
 		if err != nil {

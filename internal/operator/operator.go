@@ -179,10 +179,11 @@ func DefaultOptions() Options {
 const DefaultMaxMembershipsPerCustomer = 500
 
 // DefaultMaxInvitationsPerCustomerPerHour is
-// --max-invitations-per-customer-per-hour's default: a partner's onboarding of a
-// customer's people goes out at once, an Admin who keeps replacing memberships
-// with new addresses mails at most that many an hour.
-const DefaultMaxInvitationsPerCustomerPerHour = 100
+// --max-invitations-per-customer-per-hour's default, twice
+// DefaultMaxMembershipsPerCustomer: a partner's onboarding of a customer's people
+// goes out at once (test/faults sends 500 for one customer), an Admin who keeps
+// replacing memberships with new addresses mails at most that many an hour.
+const DefaultMaxInvitationsPerCustomerPerHour = 2 * DefaultMaxMembershipsPerCustomer
 
 // Validate reports options that cannot work, naming the flag.
 func (o Options) Validate() error {
