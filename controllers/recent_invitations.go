@@ -91,6 +91,11 @@ func (r *RecentInvitations) hash(parts ...string) uint64 {
 	return h.Sum64()
 }
 
+// invitation is the key of round of membership uid.
+func (r *RecentInvitations) invitation(uid types.UID, round int32) uint64 {
+	return r.hash(string(uid), strconv.Itoa(int(round)))
+}
+
 func (r *RecentInvitations) init() {
 	if r.sent == nil {
 		r.seed = maphash.MakeSeed()
@@ -127,7 +132,7 @@ func (r *RecentInvitations) Attempted(uid types.UID, round int32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
-	delete(r.slots, r.hash(string(uid), strconv.Itoa(int(round))))
+	delete(r.slots, r.invitation(uid, round))
 }
 
 func (r *RecentInvitations) check(customer, email string, uid types.UID, round int32, counts bool, now time.Time, reserve bool) Hold {
@@ -137,7 +142,7 @@ func (r *RecentInvitations) check(customer, email string, uid types.UID, round i
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.init()
-	invitation := r.hash(string(uid), strconv.Itoa(int(round)))
+	invitation := r.invitation(uid, round)
 	var key uint64
 	if r.Interval > 0 {
 		key = r.hash(customer, validation.LowerASCII(email))

@@ -13,11 +13,9 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilvalidation "k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -103,9 +101,6 @@ func TestArgumentsAreCheckedBeforeAnyRequest(t *testing.T) {
 // from a webhook authorizer; a RoleBinding in the review's namespace) is not an
 // error: what the review named is read by name, and nothing is fine too.
 func TestReadableFallsBackToNamesWhenTheListIsRefused(t *testing.T) {
-	scheme := runtime.NewScheme()
-	NewWithT(t).Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	NewWithT(t).Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
 	forbidden := apierrors.NewForbidden(schema.GroupResource{Group: v1alpha1.GroupName, Resource: "customermessages"}, "",
 		errors.New("RBAC: list refused"))
 	for name, tc := range map[string]struct {
@@ -145,11 +140,7 @@ func TestReadableFallsBackToNamesWhenTheListIsRefused(t *testing.T) {
 				}).Build()
 			got, err := readableMessages(context.Background(), c, "")
 			g.Expect(err).NotTo(HaveOccurred())
-			var names []string
-			for _, m := range got {
-				names = append(names, m.Name)
-			}
-			g.Expect(names).To(Equal(tc.want))
+			g.Expect(messageNames(got)).To(Equal(tc.want))
 		})
 	}
 }
@@ -200,9 +191,6 @@ func TestMayListCustomersAsksForListOfCustomers(t *testing.T) {
 // keeps the order of the names, leaves out what is gone, and stops at an error.
 func TestReadableReadsNamesInParallelInOrder(t *testing.T) {
 	g := NewWithT(t)
-	scheme := runtime.NewScheme()
-	g.Expect(clientgoscheme.AddToScheme(scheme)).To(Succeed())
-	g.Expect(v1alpha1.AddToScheme(scheme)).To(Succeed())
 	var names, want []string
 	var objs []client.Object
 	for i := range 40 {
@@ -239,11 +227,7 @@ func TestReadableReadsNamesInParallelInOrder(t *testing.T) {
 
 	got, err := readableMessages(context.Background(), c, "")
 	g.Expect(err).NotTo(HaveOccurred())
-	var gotNames []string
-	for _, m := range got {
-		gotNames = append(gotNames, m.Name)
-	}
-	g.Expect(gotNames).To(Equal(want), "the names' order, without the deleted ones")
+	g.Expect(messageNames(got)).To(Equal(want), "the names' order, without the deleted ones")
 	g.Expect(most.Load()).To(BeNumerically(">", 1), "more than one at a time")
 	g.Expect(most.Load()).To(BeNumerically("<=", parallelRequests))
 
@@ -266,4 +250,12 @@ func TestInParallelReportsAnInterruption(t *testing.T) {
 	g.Expect(err).To(MatchError(context.Canceled))
 	g.Expect(calls.Load()).To(BeNumerically("<", 100), "no calls started after the interruption")
 	g.Expect(inParallel(context.Background(), 5, func(context.Context, int) error { return nil })).To(Succeed())
+}
+
+func messageNames(messages []v1alpha1.CustomerMessage) []string {
+	var names []string
+	for _, m := range messages {
+		names = append(names, m.Name)
+	}
+	return names
 }
