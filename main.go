@@ -92,7 +92,7 @@ func main() {
 		"Put before spec.email to make a member's Kubernetes username (match your authenticator's prefix).")
 	memoryLimitRatio := 0.9
 	flag.Float64Var(&memoryLimitRatio, "memory-limit-ratio", memoryLimitRatio,
-		"Set the Go runtime's soft memory limit to this share of the container's memory limit (0 disables; $GOMEMLIMIT wins).")
+		"Set the Go runtime's soft memory limit to this share of the container's memory limit, read again every 30s (0 disables; $GOMEMLIMIT wins).")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -102,7 +102,8 @@ func main() {
 	// the admission webhook and the controllers wait for (docs/benchmarks.md).
 	metrics.RegisterRESTClientMetrics(metrics.MetricRequestLatency)
 	setupLog := ctrl.Log.WithName("setup")
-	softLimit, why, err := memlimit.Apply(memoryLimitRatio)
+	ctx := ctrl.SetupSignalHandler()
+	softLimit, why, err := memlimit.Apply(ctx, memoryLimitRatio, ctrl.Log.WithName("memlimit"))
 	if err != nil {
 		setupLog.Error(err, "Unable to set the memory limit")
 		os.Exit(2)
@@ -129,7 +130,7 @@ func main() {
 		os.Exit(1)
 	}
 	setupLog.Info("Starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Manager stopped with an error")
 		os.Exit(1)
 	}
