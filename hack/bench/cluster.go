@@ -54,6 +54,8 @@ type bench struct {
 	pprofAddr     string
 	manager       *localcluster.Process
 	managerStarts int
+	// cgroup, when set, holds the manager's memory limit (BENCH_MANAGER_MEMORY_LIMIT).
+	cgroup *memoryCgroup
 
 	// webhooks are the configurations as installed, restored after the floor
 	// runs without them.
@@ -121,6 +123,14 @@ func (b *bench) stop() {
 	if b.manager != nil {
 		b.manager.Stop(0)
 	}
+	if b.cgroup != nil {
+		if cg, err := b.cgroup.read(); err == nil {
+			b.log("the manager's memory cgroup: peak %d bytes of %d, limit hit %d times, %d OOM kills", cg.Peak, b.cgroup.limit, cg.Failcnt, cg.OOMKills)
+		}
+		if err := b.cgroup.remove(); err != nil {
+			b.log("removing %s: %v", b.cgroup.dir, err)
+		}
+	}
 	if b.cancelAllow != nil {
 		b.cancelAllow()
 	}
@@ -173,10 +183,14 @@ func (b *bench) startManager(ctx context.Context) error {
 		"--smtp-tls=none",
 	}
 	args = append(args, b.s.ManagerArgs...)
+	path := b.managerBin
+	if b.cgroup != nil {
+		path, args = b.cgroup.wrap(path, args)
+	}
 	var err error
 	b.manager, err = localcluster.StartProcess(localcluster.ProcessOptions{
 		Name:    "manager",
-		Path:    b.managerBin,
+		Path:    path,
 		Args:    args,
 		Env:     append(os.Environ(), b.s.ManagerEnv...),
 		LogFile: filepath.Join(b.workDir, fmt.Sprintf("manager-%d.log", b.managerStarts)),

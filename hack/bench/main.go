@@ -22,6 +22,10 @@
 //	BENCH_MANAGER_GOGC        GOGC for the manager process only (unset: Go's default, 100)
 //	BENCH_MANAGER_GOMEMLIMIT  GOMEMLIMIT for the manager process only, as a Deployment's
 //	                          memory limit sets it through --memory-limit-ratio (unset: none)
+//	BENCH_MANAGER_MEMORY_LIMIT  run the manager in a memory cgroup with this limit (a quantity
+//	                          such as 160Mi), as a container's resources.limits.memory: the
+//	                          kernel enforces it and --memory-limit-ratio follows it (needs
+//	                          cgroup v1's memory controller, writable, i.e. root; unset: none)
 //	BENCH_MANAGER_ARGS        extra flags for the manager, separated by spaces
 //	                          (e.g. "--concurrent-reconciles=16"; unset: the defaults)
 package main
@@ -57,8 +61,10 @@ type settings struct {
 	ManagerEnv []string `json:"managerEnv,omitempty"`
 	// ManagerArgs are flags the manager gets after the bench's own.
 	ManagerArgs []string `json:"managerArgs,omitempty"`
-	Out         string   `json:"-"`
-	Keep        bool     `json:"-"`
+	// ManagerMemoryLimit is the memory cgroup limit the manager runs under.
+	ManagerMemoryLimit string `json:"managerMemoryLimit,omitempty"`
+	Out                string `json:"-"`
+	Keep               bool   `json:"-"`
 }
 
 func envInt(name string, def int) int {
@@ -108,6 +114,7 @@ func main() {
 		}
 	}
 	s.ManagerArgs = strings.Fields(os.Getenv("BENCH_MANAGER_ARGS"))
+	s.ManagerMemoryLimit = os.Getenv("BENCH_MANAGER_MEMORY_LIMIT")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, s, log)
@@ -151,6 +158,12 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 		return res, err
 	}
 	b := &bench{s: s, log: log, workDir: workDir}
+	if s.ManagerMemoryLimit != "" {
+		if b.cgroup, err = newMemoryCgroup(s.ManagerMemoryLimit); err != nil {
+			return res, err
+		}
+		log("the manager runs in %s (memory limit %d bytes)", b.cgroup.dir, b.cgroup.limit)
+	}
 	defer func() {
 		b.stop()
 		if s.Keep || err != nil {
@@ -327,9 +340,19 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	perCustomer := (float64(rss) - float64(rssIdle)) / float64(s.Customers)
 	heapPerCustomer := (heap - heapIdle) / float64(s.Customers)
 	const mib = 1 << 20
+	parts, err := procStatus(b.manager.Pid())
+	if err != nil {
+		return res, err
+	}
 	res.add(row{Section: "3 memory", Metric: fmt.Sprintf("manager RSS after convergence (N=%d)", s.Customers), Ours: float64(rss) / mib,
-		Baseline: float64(rssIdle) / mib, Unit: "MiB", Note: fmt.Sprintf("baseline: idle manager, no customers; peak %.0f MiB", float64(peak)/mib)})
+		Baseline: float64(rssIdle) / mib, Unit: "MiB", Note: fmt.Sprintf("baseline: idle manager, no customers; peak %.0f MiB; anonymous %.0f MiB, file-backed %.0f MiB (the binary's code and data, which Go's memory limit does not count)",
+			float64(peak)/mib, float64(parts["RssAnon"])/1024, float64(parts["RssFile"])/1024)})
 	res.add(row{Section: "3 memory", Metric: "Go heap in use after convergence", Ours: heap / mib, Baseline: heapIdle / mib, Unit: "MiB"})
+	if b.cgroup != nil {
+		if err := b.cgroupRow(res, false, m.sum("go_gc_gomemlimit_bytes", nil)); err != nil {
+			return res, err
+		}
+	}
 	res.add(row{Section: "3 memory", Metric: "RSS per customer", Ours: perCustomer, Unit: "bytes", Note: fmt.Sprintf("heap: %.0f bytes per customer", heapPerCustomer)})
 	at10k := (float64(rssIdle) + 10000*perCustomer) / mib
 	res.add(row{Section: "3 memory", Metric: "RSS at 10,000 customers", Ours: at10k, Unit: "MiB", Target: "<= 150 MiB",
@@ -422,7 +445,36 @@ func run(ctx context.Context, s settings, log func(string, ...any)) (res *result
 	res.add(row{Section: "7 plugin", Metric: fmt.Sprintf("kubectl customer inbox, %d open messages (median of %d)", inboxMessages, inboxRuns),
 		Ours: ir.inbox.Seconds(), Baseline: ir.list.Seconds(), Unit: "s",
 		Note: "baseline: one LIST of the same messages as the admin (a member reads each by name and dry-runs an acknowledgement of each)"})
+	if b.cgroup != nil {
+		if err := b.cgroupRow(res, true, 0); err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// cgroupRow reads the manager's memory cgroup into a row: after convergence its
+// usage with the manager's soft limit (softLimit, from its metrics); at the end of
+// the run (final) its peak over the whole run, restart included.
+func (b *bench) cgroupRow(res *result, final bool, softLimit float64) error {
+	const mib = 1 << 20
+	cg, err := b.cgroup.read()
+	if err != nil {
+		return fmt.Errorf("reading the manager's memory cgroup: %w", err)
+	}
+	r := row{Section: "3 memory", Baseline: float64(b.cgroup.limit) / mib, Unit: "MiB"}
+	if !final {
+		res.Details["convergedCgroupMemory"] = cg
+		r.Metric, r.Ours = "manager's memory cgroup after convergence, limit "+b.s.ManagerMemoryLimit, float64(cg.Usage)/mib
+		r.Note = fmt.Sprintf("baseline: the limit; peak until now %.0f MiB, limit hit %d times, %d OOM kills; the manager's soft limit %.0f MiB (go_gc_gomemlimit_bytes)",
+			float64(cg.Peak)/mib, cg.Failcnt, cg.OOMKills, softLimit/mib)
+	} else {
+		res.Details["runCgroupMemory"] = cg
+		r.Metric, r.Ours = "manager's memory cgroup, peak over the whole run (restart included), limit "+b.s.ManagerMemoryLimit, float64(cg.Peak)/mib
+		r.Note = fmt.Sprintf("baseline: the limit; limit hit %d times, %d OOM kills", cg.Failcnt, cg.OOMKills)
+	}
+	res.add(r)
+	return nil
 }
 
 func extrapolatedNote(n int) string {

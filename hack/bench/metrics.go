@@ -171,30 +171,33 @@ func (m metrics) busy() bool {
 
 // processMemory reads VmRSS and VmHWM (peak RSS) of a process, in bytes.
 func processMemory(pid int) (rss, peak uint64, err error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := procStatus(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			continue
-		}
-		kb, err := strconv.ParseUint(fields[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kb * 1024
-		case "VmHWM:":
-			peak = kb * 1024
-		}
-	}
-	if rss == 0 {
+	if kb["VmRSS"] == 0 {
 		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
-	return rss, peak, nil
+	return kb["VmRSS"] * 1024, kb["VmHWM"] * 1024, nil
+}
+
+// procStatus reads the kB figures of /proc/<pid>/status by name (VmRSS,
+// RssAnon, RssFile, …).
+func procStatus(pid int) (map[string]uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	kb := map[string]uint64{}
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 3 && fields[2] == "kB" {
+			if v, err := strconv.ParseUint(fields[1], 10, 64); err == nil {
+				kb[strings.TrimSuffix(fields[0], ":")] = v
+			}
+		}
+	}
+	return kb, nil
 }
 
 // histogramShare is the share of a histogram's observations between two

@@ -135,6 +135,9 @@ func (r *result) printTable(w io.Writer) {
 	if len(r.Settings.ManagerArgs) > 0 {
 		fmt.Fprintf(w, " manager flags: %s", strings.Join(r.Settings.ManagerArgs, " "))
 	}
+	if r.Settings.ManagerMemoryLimit != "" {
+		fmt.Fprintf(w, " manager memory limit (cgroup): %s", r.Settings.ManagerMemoryLimit)
+	}
 	fmt.Fprint(w, "\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "section\tmetric\tours\tbaseline\tunit\tratio\ttarget\tmet\tnote")
