@@ -76,7 +76,8 @@ func main() {
 	flag.DurationVar(&opts.InvitationMinInterval, "invitation-min-interval", opts.InvitationMinInterval,
 		"Mail one address at most one invitation per this interval for a customer, however often it is re-sent or its membership re-created; 0: no limit.")
 	flag.IntVar(&opts.MaxInvitationsPerCustomerPerHour, "max-invitations-per-customer-per-hour", opts.MaxInvitationsPerCustomerPerHour,
-		"Let a customer's invitation e-mails go out at most this many at once and this many an hour after that (up to 100000); 0: no limit.")
+		fmt.Sprintf("Let a customer's invitation e-mails go out at most this many at once and this many an hour after that (up to %d); 0: no limit.",
+			operator.MaxMaxInvitationsPerCustomerPerHour))
 	flag.Func("default-max-projects",
 		fmt.Sprintf("The project quota of a customer without a CustomerQuota: 0 to %d (default %d).",
 			operator.MaxDefaultMaxProjects, opts.DefaultMaxProjects),

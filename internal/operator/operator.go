@@ -185,6 +185,10 @@ const DefaultMaxMembershipsPerCustomer = 500
 // replacing memberships with new addresses mails at most that many an hour.
 const DefaultMaxInvitationsPerCustomerPerHour = 2 * DefaultMaxMembershipsPerCustomer
 
+// MaxMaxInvitationsPerCustomerPerHour is the largest
+// --max-invitations-per-customer-per-hour.
+const MaxMaxInvitationsPerCustomerPerHour = 100000
+
 // Validate reports options that cannot work, naming the flag.
 func (o Options) Validate() error {
 	var errs []error
@@ -211,8 +215,9 @@ func (o Options) Validate() error {
 	if o.InvitationMinInterval < 0 {
 		errs = append(errs, fmt.Errorf("--invitation-min-interval must not be negative (0: no limit), not %s", o.InvitationMinInterval))
 	}
-	if o.MaxInvitationsPerCustomerPerHour < 0 || o.MaxInvitationsPerCustomerPerHour > 100000 {
-		errs = append(errs, fmt.Errorf("--max-invitations-per-customer-per-hour must be from 0 (no limit) to 100000, not %d", o.MaxInvitationsPerCustomerPerHour))
+	if o.MaxInvitationsPerCustomerPerHour < 0 || o.MaxInvitationsPerCustomerPerHour > MaxMaxInvitationsPerCustomerPerHour {
+		errs = append(errs, fmt.Errorf("--max-invitations-per-customer-per-hour must be from 0 (no limit) to %d, not %d",
+			MaxMaxInvitationsPerCustomerPerHour, o.MaxInvitationsPerCustomerPerHour))
 	}
 	if o.MaxMembershipsPerCustomer < 0 {
 		errs = append(errs, fmt.Errorf("--max-memberships-per-customer must be >= 0 (0: no cap), not %d", o.MaxMembershipsPerCustomer))
