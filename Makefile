@@ -15,6 +15,14 @@ FUZZTIME ?= 10s
 # Timeout of one `go test` run: the envtest suites start real kube-apiservers.
 TEST_TIMEOUT ?= 30m
 
+# client-go's cache mutation detector in every informer the tests start: it keeps a
+# copy of each cached object and panics (failing the run, with a diff) when code
+# changes a cached object in place, which the read-only cache lists
+# (client.UnsafeDisableDeepCopy) must never do. Kubernetes' own test runs set it too.
+# Only for the test targets: it keeps every object twice, so never for `make run`.
+KUBE_CACHE_MUTATION_DETECTOR ?= true
+test test-faults: export KUBE_CACHE_MUTATION_DETECTOR := $(KUBE_CACHE_MUTATION_DETECTOR)
+
 # CONTAINER_TOOL defines the container tool to be used for building images.
 # Be aware that the target commands are only tested with Docker, which is
 # scaffolded by default. However, you might want to replace it to use other

@@ -84,7 +84,7 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	}
 
 	var memberships v1alpha1.CustomerMembershipList
-	if err := r.List(ctx, &memberships, client.MatchingFields{MembershipCustomerIndex: customerName}); err != nil {
+	if err := r.List(ctx, &memberships, client.MatchingFields{MembershipCustomerIndex: customerName}, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("listing memberships: %w", err)
 	}
 	in.Members = access.ActiveMembers(memberships.Items, r.UsernamePrefix)
@@ -95,7 +95,7 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	var projects corev1.NamespaceList
 	// Through the index, not a label selector: the cache matches a selector against
 	// every cached namespace, which is every project of every customer.
-	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}); err != nil {
+	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("listing projects: %w", err)
 	}
 	// System namespaces are left out as the quota leaves them out: admission keeps
@@ -105,7 +105,7 @@ func (r *AccessReconciler) input(ctx context.Context, customerName string) (acce
 	in.Projects = quota.LiveProjects(projects.Items, r.OperatorNamespace).Names()
 
 	var messages v1alpha1.CustomerMessageList
-	if err := r.List(ctx, &messages, client.MatchingFields{MessageCustomerIndex: customerName}); err != nil {
+	if err := r.List(ctx, &messages, client.MatchingFields{MessageCustomerIndex: customerName}, client.UnsafeDisableDeepCopy); err != nil {
 		return in, fmt.Errorf("listing messages: %w", err)
 	}
 	for _, m := range messages.Items {

@@ -209,7 +209,7 @@ func (r *CustomerReconciler) patchFinalizers(ctx context.Context, customer *v1al
 // System namespaces are never projects, labelled or not.
 func (r *CustomerReconciler) projects(ctx context.Context, customer string) ([]corev1.Namespace, error) {
 	var list corev1.NamespaceList
-	if err := r.List(ctx, &list, client.MatchingFields{quota.NamespaceCustomerIndex: customer}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{quota.NamespaceCustomerIndex: customer}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing projects: %w", err)
 	}
 	projects := list.Items[:0]
@@ -276,7 +276,7 @@ func liveProjects(projects []corev1.Namespace) []corev1.Namespace {
 
 func (r *CustomerReconciler) activeMembers(ctx context.Context, customer string) (int, error) {
 	var list v1alpha1.CustomerMembershipList
-	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: customer}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: customer}, client.UnsafeDisableDeepCopy); err != nil {
 		return 0, fmt.Errorf("listing memberships: %w", err)
 	}
 	active := map[string]bool{}

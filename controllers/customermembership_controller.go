@@ -204,7 +204,7 @@ func (r *CustomerMembershipReconciler) reconcileCustomer(ctx context.Context, s 
 func (r *CustomerMembershipReconciler) reconcileDuplicate(ctx context.Context, s *membershipScope) (ctrl.Result, bool, error) {
 	m := s.membership
 	var list v1alpha1.CustomerMembershipList
-	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: string(m.Spec.Customer)}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{MembershipCustomerIndex: string(m.Spec.Customer)}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, true, fmt.Errorf("listing memberships: %w", err)
 	}
 	winner := access.Winners(list.Items)[access.EmailKey(m)]

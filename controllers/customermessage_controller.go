@@ -127,7 +127,7 @@ func (r *CustomerMessageReconciler) reconcileNormal(ctx context.Context, s *mess
 	}
 
 	var acks v1alpha1.MessageAcknowledgementList
-	if err := r.List(ctx, &acks, client.MatchingFields{AcknowledgementMessageIndex: msg.Name}); err != nil {
+	if err := r.List(ctx, &acks, client.MatchingFields{AcknowledgementMessageIndex: msg.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing acknowledgements: %w", err)
 	}
 	acknowledged, _ := messages.Acknowledged(msg, acks.Items)
@@ -185,7 +185,7 @@ func (r *CustomerMessageReconciler) readRecipients(ctx context.Context, s *messa
 	}
 	s.customer = customer
 	var memberships v1alpha1.CustomerMembershipList
-	if err := r.List(ctx, &memberships, client.MatchingFields{MembershipCustomerIndex: string(msg.Spec.Customer)}); err != nil {
+	if err := r.List(ctx, &memberships, client.MatchingFields{MembershipCustomerIndex: string(msg.Spec.Customer)}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing memberships: %w", err)
 	}
 	s.recipients = messages.RecipientMemberships(msg, memberships.Items)
@@ -307,7 +307,7 @@ func (r *CustomerMessageReconciler) messagesOfCustomer(ctx context.Context, o cl
 
 func (r *CustomerMessageReconciler) messagesOf(ctx context.Context, customer string) []reconcile.Request {
 	var list v1alpha1.CustomerMessageList
-	if err := r.List(ctx, &list, client.MatchingFields{MessageCustomerIndex: customer}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{MessageCustomerIndex: customer}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the messages of a customer", "customer", customer)
 		return nil
 	}

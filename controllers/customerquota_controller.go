@@ -82,7 +82,7 @@ func (r *CustomerQuotaReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 func (r *CustomerQuotaReconciler) reconcileNormal(ctx context.Context, q *v1alpha1.CustomerQuota) error {
 	customerName := string(q.Spec.Customer)
 	var projects corev1.NamespaceList
-	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}); err != nil {
+	if err := r.List(ctx, &projects, client.MatchingFields{quota.NamespaceCustomerIndex: customerName}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing projects: %w", err)
 	}
 	used := int32(quota.LiveProjects(projects.Items, r.OperatorNamespace).Len())

@@ -124,7 +124,7 @@ func (r *MessageAcknowledgementReconciler) reconcileOwner(ctx context.Context, a
 // already does (a duplicate that raced past admission counts once).
 func (r *MessageAcknowledgementReconciler) reconcileDuplicate(ctx context.Context, ack *v1alpha1.MessageAcknowledgement, msg *v1alpha1.CustomerMessage) error {
 	var acks v1alpha1.MessageAcknowledgementList
-	if err := r.List(ctx, &acks, client.MatchingFields{AcknowledgementMessageIndex: msg.Name}); err != nil {
+	if err := r.List(ctx, &acks, client.MatchingFields{AcknowledgementMessageIndex: msg.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return fmt.Errorf("listing acknowledgements: %w", err)
 	}
 	_, winners := messages.Acknowledged(msg, acks.Items)
@@ -176,7 +176,7 @@ func (r *MessageAcknowledgementReconciler) duplicatesOf(ctx context.Context, o c
 
 func (r *MessageAcknowledgementReconciler) acknowledgementsWhere(ctx context.Context, message string, keep func(*v1alpha1.MessageAcknowledgement) bool) []reconcile.Request {
 	var list v1alpha1.MessageAcknowledgementList
-	if err := r.List(ctx, &list, client.MatchingFields{AcknowledgementMessageIndex: message}); err != nil {
+	if err := r.List(ctx, &list, client.MatchingFields{AcknowledgementMessageIndex: message}, client.UnsafeDisableDeepCopy); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Listing the acknowledgements of a message", "message", message)
 		return nil
 	}

@@ -45,7 +45,7 @@ func (v *CustomerValidator) ValidateUpdate(_ context.Context, old, c *v1alpha1.C
 // the safety net when this webhook is bypassed or a project races the delete.
 func (v *CustomerValidator) ValidateDelete(ctx context.Context, c *v1alpha1.Customer) (admission.Warnings, error) {
 	var namespaces corev1.NamespaceList
-	if err := v.Reader.List(ctx, &namespaces, client.MatchingFields{quota.NamespaceCustomerIndex: c.Name}); err != nil {
+	if err := v.Reader.List(ctx, &namespaces, client.MatchingFields{quota.NamespaceCustomerIndex: c.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("listing the projects of customer %q: %w", c.Name, err))
 	}
 	var live []string

@@ -160,7 +160,7 @@ func (v *CustomerMembershipValidator) requireCustomerAdmin(ctx context.Context, 
 		return deny()
 	}
 	var list v1alpha1.CustomerMembershipList
-	if err := v.Reader.List(ctx, &list, client.MatchingFields{controllers.MembershipCustomerIndex: customer}); err != nil {
+	if err := v.Reader.List(ctx, &list, client.MatchingFields{controllers.MembershipCustomerIndex: customer}, client.UnsafeDisableDeepCopy); err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("listing the memberships of customer %q: %w", customer, err))
 	}
 	for _, member := range access.ActiveMembers(list.Items, v.UsernamePrefix) {
@@ -197,7 +197,7 @@ func (v *CustomerMembershipValidator) nonPartnerRules(m *v1alpha1.CustomerMember
 // that the cache already shows.
 func (v *CustomerMembershipValidator) refuseDuplicate(ctx context.Context, m *v1alpha1.CustomerMembership) error {
 	var list v1alpha1.CustomerMembershipList
-	if err := v.Reader.List(ctx, &list, client.MatchingFields{controllers.MembershipCustomerIndex: string(m.Spec.Customer)}); err != nil {
+	if err := v.Reader.List(ctx, &list, client.MatchingFields{controllers.MembershipCustomerIndex: string(m.Spec.Customer)}, client.UnsafeDisableDeepCopy); err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("listing the memberships of customer %q: %w", m.Spec.Customer, err))
 	}
 	for i := range list.Items {

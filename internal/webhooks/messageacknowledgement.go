@@ -142,7 +142,7 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 		return deny("%q already acknowledged CustomerMessage %q; one acknowledgement per user and message", user, msg.Name)
 	}
 	var acks v1alpha1.MessageAcknowledgementList
-	if err := v.Reader.List(ctx, &acks, client.MatchingFields{controllers.AcknowledgementMessageIndex: msg.Name}); err != nil {
+	if err := v.Reader.List(ctx, &acks, client.MatchingFields{controllers.AcknowledgementMessageIndex: msg.Name}, client.UnsafeDisableDeepCopy); err != nil {
 		return apierrors.NewInternalError(fmt.Errorf("listing acknowledgements: %w", err))
 	}
 	stored, byUser := messages.Acknowledged(msg, acks.Items)
@@ -222,7 +222,7 @@ func (v *MessageAcknowledgementValidator) isRecipient(ctx context.Context, msg *
 	}
 	var memberships v1alpha1.CustomerMembershipList
 	if err := v.Reader.List(ctx, &memberships,
-		client.MatchingFields{controllers.MembershipCustomerIndex: string(msg.Spec.Customer)}); err != nil {
+		client.MatchingFields{controllers.MembershipCustomerIndex: string(msg.Spec.Customer)}, client.UnsafeDisableDeepCopy); err != nil {
 		return false, nil, apierrors.NewInternalError(fmt.Errorf("listing memberships: %w", err))
 	}
 	for i := range memberships.Items {
