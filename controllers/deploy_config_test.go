@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/partnerops/customer-operator/internal/testenv"
 )
@@ -376,6 +377,16 @@ var _ = Describe("The rendered config/default", func() {
 				Expect(obj.GetAnnotations()).To(HaveKeyWithValue("cert-manager.io/inject-ca-from",
 					"customer-operator-system/customer-operator-serving-cert"))
 			}
+		}
+
+		By("a manager without its own rotation (this suite's, as with cert-manager) exports no certificate expiry")
+		// CustomerOperatorWebhookCertificateExpiring (config/prometheus) takes
+		// min(expiry) - time(): a series reading 0 would fire it for good.
+		families, err := crmetrics.Registry.Gather()
+		Expect(err).NotTo(HaveOccurred())
+		for _, f := range families {
+			Expect(f.GetName()).NotTo(Equal("customer_operator_webhook_certificate_expiry_timestamp_seconds"),
+				"the series exists only once the operator's own rotation serves a certificate")
 		}
 	})
 })
