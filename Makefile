@@ -75,10 +75,16 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: test
-test: control-plane browser manifests generate fmt vet ## Run all tests (unit and envtest) with coverage into cover.out.
+test: control-plane browser manifests generate fmt vet test-alerts ## Run all tests (unit and envtest) with coverage into cover.out.
 	KUBEBUILDER_ASSETS="$$($(CONTROL_PLANE_SH))" && export KUBEBUILDER_ASSETS && \
 	echo "KUBEBUILDER_ASSETS=$$KUBEBUILDER_ASSETS" && \
 	go test ./... -coverprofile cover.out -timeout $(TEST_TIMEOUT)
+
+# test/alerts is a module of its own: it evaluates config/prometheus's alerts with
+# Prometheus' PromQL engine, whose dependencies stay out of the operator's go.mod.
+.PHONY: test-alerts
+test-alerts: ## Evaluate the shipped Prometheus alerts on example series (test/alerts).
+	cd test/alerts && go vet ./... && go test ./...
 
 .PHONY: test-faults
 test-faults: control-plane ## Run the fault-injection tests (build tag faults) in test/faults, if there are any.

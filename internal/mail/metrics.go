@@ -17,8 +17,18 @@ var (
 
 	mailsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "customer_operator_mails_failed_total",
-		Help: "Mail delivery attempts that failed, by kind (invitation, notice).",
-	}, []string{"kind"})
+		Help: "Mail delivery attempts that failed, by kind (invitation, notice) and reason: " +
+			"refused (the server refused this mail for good, e.g. no such mailbox; not tried again) " +
+			"or error (anything else: unreachable, authentication, 4xx; retried with backoff).",
+	}, []string{"kind", "reason"})
+)
+
+// The reason label of customer_operator_mails_failed_total. A refusal is about one
+// mail (a mistyped address), an error about the server or our configuration, so
+// the alert on failing mail tells them apart (config/prometheus).
+const (
+	reasonRefused = "refused"
+	reasonError   = "error"
 )
 
 func init() {
@@ -27,7 +37,8 @@ func init() {
 	// the first mail.
 	for _, kind := range []Kind{KindInvitation, KindNotice} {
 		mailsSent.WithLabelValues(string(kind))
-		mailsFailed.WithLabelValues(string(kind))
+		mailsFailed.WithLabelValues(string(kind), reasonRefused)
+		mailsFailed.WithLabelValues(string(kind), reasonError)
 	}
 }
 
@@ -42,7 +53,11 @@ func kindLabel(kind Kind) string {
 
 func recordSend(kind Kind, err error) {
 	if err != nil {
-		mailsFailed.WithLabelValues(kindLabel(kind)).Inc()
+		reason := reasonError
+		if IsPermanent(err) {
+			reason = reasonRefused
+		}
+		mailsFailed.WithLabelValues(kindLabel(kind), reason).Inc()
 		return
 	}
 	mailsSent.WithLabelValues(kindLabel(kind)).Inc()

@@ -447,7 +447,8 @@ func TestMetrics(t *testing.T) {
 	g := NewWithT(t)
 	srv := startServer(t)
 	s := WithMetrics(plainSender(t, srv))
-	sentBefore, failedBefore := counter(t, mailsSent, "invitation"), counter(t, mailsFailed, "invitation")
+	sentBefore := counter(t, mailsSent, "invitation")
+	refusedBefore, errorsBefore := counter(t, mailsFailed, "invitation", reasonRefused), counter(t, mailsFailed, "invitation", reasonError)
 
 	m, err := InvitationMail(invitationData())
 	g.Expect(err).NotTo(HaveOccurred())
@@ -456,32 +457,39 @@ func TestMetrics(t *testing.T) {
 	g.Expect(s.Send(context.Background(), m)).NotTo(Succeed())
 
 	g.Expect(counter(t, mailsSent, "invitation")).To(Equal(sentBefore + 1))
-	g.Expect(counter(t, mailsFailed, "invitation")).To(Equal(failedBefore + 1))
+	g.Expect(counter(t, mailsFailed, "invitation", reasonRefused)).To(Equal(refusedBefore+1),
+		"a 550 at RCPT TO (no such mailbox) is about this mail, not the server")
+	g.Expect(counter(t, mailsFailed, "invitation", reasonError)).To(Equal(errorsBefore))
+
+	srv.FailNext(mailtest.StageRcpt, 451, 1)
+	g.Expect(s.Send(context.Background(), m)).NotTo(Succeed())
+	g.Expect(counter(t, mailsFailed, "invitation", reasonError)).To(Equal(errorsBefore+1), "a 4xx is retried: an error")
+	g.Expect(counter(t, mailsFailed, "invitation", reasonRefused)).To(Equal(refusedBefore + 1))
 }
 
 // TestMetricsCountEverySender: whatever the sender, its failures count, so the
 // alert on failing mail fires without an SMTP server configured too.
 func TestMetricsCountEverySender(t *testing.T) {
 	g := NewWithT(t)
-	sentBefore, failedBefore := counter(t, mailsSent, "notice"), counter(t, mailsFailed, "notice")
+	sentBefore, failedBefore := counter(t, mailsSent, "notice"), counter(t, mailsFailed, "notice", reasonError)
 
 	unconfigured := WithMetrics(SenderFunc(func(context.Context, Message) error {
 		return errors.New("no SMTP server configured")
 	}))
 	g.Expect(unconfigured.Send(context.Background(), testMessage(1))).NotTo(Succeed())
 	g.Expect(unconfigured.Send(context.Background(), testMessage(2))).NotTo(Succeed())
-	g.Expect(counter(t, mailsFailed, "notice")).To(Equal(failedBefore + 2))
+	g.Expect(counter(t, mailsFailed, "notice", reasonError)).To(Equal(failedBefore + 2))
 
 	ok := WithMetrics(SenderFunc(func(context.Context, Message) error { return nil }))
 	g.Expect(ok.Send(context.Background(), testMessage(3))).To(Succeed())
 	g.Expect(counter(t, mailsSent, "notice")).To(Equal(sentBefore + 1))
-	g.Expect(counter(t, mailsFailed, "notice")).To(Equal(failedBefore + 2))
+	g.Expect(counter(t, mailsFailed, "notice", reasonError)).To(Equal(failedBefore + 2))
 }
 
-func counter(t *testing.T, vec *prometheus.CounterVec, kind string) float64 {
+func counter(t *testing.T, vec *prometheus.CounterVec, labels ...string) float64 {
 	t.Helper()
 	var m dto.Metric
-	if err := vec.WithLabelValues(kind).Write(&m); err != nil {
+	if err := vec.WithLabelValues(labels...).Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
@@ -502,6 +510,8 @@ func TestMetricsAreOnTheManagersRegistry(t *testing.T) {
 	for _, name := range []string{"customer_operator_mails_sent_total", "customer_operator_mails_failed_total"} {
 		g.Expect(series).To(HaveKeyWithValue(name, ContainElements("kind=invitation", "kind=notice")))
 	}
+	g.Expect(series).To(HaveKeyWithValue("customer_operator_mails_failed_total", ContainElements("reason=refused", "reason=error")),
+		"both reasons exist from the start, for the alert's increase()")
 }
 
 func TestNewSMTPSenderValidates(t *testing.T) {
