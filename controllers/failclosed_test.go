@@ -10,6 +10,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -76,6 +77,11 @@ var _ = Describe("Fail-closed admission", func() {
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, q))).To(Succeed()) })
 		createProject("fc-acme-web", customer)
 		m := createMembership(newMembership("fc-acme-dana", customer, "dana@fc.test", v1alpha1.RoleViewer, v1alpha1.InvitationEmail))
+		gil := createMembership(newMembership("fc-acme-gil", customer, "gil@fc.test", v1alpha1.RoleAdmin, v1alpha1.InvitationNone))
+		Eventually(func(g Gomega) {
+			g.Expect(admin.Get(ctx, client.ObjectKeyFromObject(gil), gil)).To(Succeed())
+			g.Expect(meta.IsStatusConditionTrue(gil.Status.Conditions, v1alpha1.ReadyCondition)).To(BeTrue(), "the Admin's access is granted")
+		}).Should(Succeed())
 		pqCustomerEventually(customer, func(g Gomega, c *v1alpha1.Customer) { g.Expect(c.Status.Projects).To(Equal(int32(1))) })
 		By("the quota is full: the webhook refuses the next project")
 		pqDenied(admin.Create(ctx, newProject("fc-acme-api", customer), client.DryRunAll), `customer "fc-acme" has 1 of 1 projects`)
@@ -91,9 +97,13 @@ var _ = Describe("Fail-closed admission", func() {
 			team := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-team"}}
 			Expect(admin.Create(ctx, team)).To(Succeed(), "a down operator must not stop cluster administrators")
 			DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, team))).To(Succeed()) })
-			By("while a non-partner's plain namespace goes to the webhook, and fails closed")
+			By("and anyone else who could not be a customer's Admin (no right to create memberships): a CI bot")
 			pqBind("fay@fc.test", "pqtest-create-namespaces")
-			Expect(pqClient("fay@fc.test").Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-fay"}})).
+			fay := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-fay"}}
+			Expect(pqClient("fay@fc.test").Create(ctx, fay)).To(Succeed())
+			DeferCleanup(func() { Expect(client.IgnoreNotFound(admin.Delete(ctx, fay))).To(Succeed()) })
+			By("while the plain namespace of a customer's Admin goes to the webhook, and fails closed")
+			Expect(pqClient("gil@fc.test").Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "fc-gil"}})).
 				To(failedCallingWebhook("vnamespace.customers.partnerops.io"))
 			By("refusing to label an existing namespace into the customer")
 			team.Labels = map[string]string{v1alpha1.CustomerLabel: customer}
@@ -144,6 +154,7 @@ var _ = Describe("Fail-closed admission", func() {
 
 		By("nothing got in while it was down")
 		Expect(pqProjectNames(customer)).To(ConsistOf("fc-acme-web"))
-		Expect(apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: "fc-fay"}, &corev1.Namespace{}))).To(BeTrue())
+		Expect(apierrors.IsNotFound(admin.Get(ctx, types.NamespacedName{Name: "fc-gil"}, &corev1.Namespace{}))).To(BeTrue(),
+			"the Admin's plain namespace")
 	})
 })

@@ -482,10 +482,12 @@ var _ = Describe("Projects", func() {
 			Eventually(calls).Should(BeNumerically(">", before))
 			Consistently(calls, "500ms").Should(Equal(before+1), "matchConditions leave partners' plain namespaces out")
 
-			By("and so does a non-partner's plain namespace")
+			By("nor for the plain namespace of anyone else who could not be a customer's Admin (no right to create memberships)")
 			pqBind("dora@pq-plain.test", "pqtest-create-namespaces")
 			Expect(pqClient("dora@pq-plain.test").Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pq-plain-dora"}})).To(Succeed())
-			Eventually(calls).Should(Equal(before + 2))
+			Expect(partner.Create(ctx, newProject("pq-plain-api", customer))).To(Succeed())
+			Eventually(calls).Should(BeNumerically(">", before+1))
+			Consistently(calls, "500ms").Should(Equal(before+2), "only the two projects called the webhook")
 		})
 
 		It("refuses projects of an unknown customer and of a customer being deleted", func() {
