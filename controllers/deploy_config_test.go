@@ -330,6 +330,22 @@ var _ = Describe("The rendered config/default", func() {
 		Expect(deployments[0].Spec.Template.Spec.Containers[0].Env).
 			To(ContainElement(corev1.EnvVar{Name: "WEBHOOK_CERT_ROTATION", Value: "false"}))
 		Expect(ofKind[corev1.Secret](certManager, "Secret")).To(BeEmpty(), "cert-manager owns the Secret there")
+		By("the manager there may not write webhook configurations nor the certificate Secret: the rotation's rights are gone")
+		for _, role := range ofKind[rbacv1.ClusterRole](certManager, "ClusterRole", "Role") {
+			for _, rule := range role.Rules {
+				for _, resource := range rule.Resources {
+					if strings.HasSuffix(resource, "webhookconfigurations") {
+						Expect(rule.Verbs).NotTo(ContainElement(BeElementOf("create", "update", "patch", "delete", "deletecollection", "*")),
+							"%s: %v", role.Name, rule)
+					}
+				}
+			}
+		}
+		for _, binding := range ofKind[rbacv1.RoleBinding](certManager, "RoleBinding", "ClusterRoleBinding") {
+			Expect(binding.RoleRef.Name).NotTo(ContainSubstring("webhook-c"), "%s binds a rotation role", binding.Name)
+		}
+		Expect(ofKind[rbacv1.Role](renderKustomization("config/default"), "Role")).
+			To(ContainElement(HaveField("Name", "customer-operator-webhook-cert-role")), "config/default keeps them")
 		for _, v := range deployments[0].Spec.Template.Spec.Volumes {
 			if v.Name == "webhook-certs" {
 				Expect(v.Secret.Optional).To(HaveValue(BeFalse()),
