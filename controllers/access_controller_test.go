@@ -97,6 +97,9 @@ var _ = Describe("Access", func() {
 			g.Expect(rb.Subjects).NotTo(ContainElement(HaveField("Name", "mallory")))
 		}).Should(Succeed())
 		Expect(rb.Subjects).To(ContainElement(HaveField("Name", user)), "the member stays")
+		// The API server's RBAC authorizer reads bindings from its own informer, a
+		// moment behind the binding a GET returns.
+		Eventually(canCreateDeployments("mallory", "access-co-api")).Should(BeFalse())
 		Consistently(canCreateDeployments("mallory", "access-co-api"), "2s").Should(BeFalse())
 
 		By("revoking everything when the membership is deleted")
