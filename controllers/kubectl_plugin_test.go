@@ -253,6 +253,8 @@ var _ = Describe("kubectl customer plugin", func() {
 			`^Invited co-carol@plug\.example to customer "plug" as Viewer \(CustomerMembership "plug-[0-9a-f]{16}"\)`))
 		_, _, err = runPlugin(asPartner, "invite", "plug", "co-carol@plug.example", "--role", "Viewer")
 		Expect(err).To(MatchError(ContainSubstring(`already has a membership for this e-mail`)), "the same person twice is still refused")
+		Expect(err).To(MatchError(ContainSubstring(`give its annotation customers.partnerops.io/resend-invitation a new value to send its invitation again`)),
+			"and told how to send the invitation again (docs/kubectl-plugin.md)")
 	})
 
 	It("runs as `kubectl customer` from PATH, and tells the second SingleRead reader who resolved it", func() {

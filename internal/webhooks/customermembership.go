@@ -204,8 +204,9 @@ func (v *CustomerMembershipValidator) refuseDuplicate(ctx context.Context, m *v1
 		other := &list.Items[i]
 		if other.Name != m.Name && other.DeletionTimestamp.IsZero() && access.EmailKey(other) == access.EmailKey(m) {
 			return invalid("CustomerMembership", m.Name, field.ErrorList{field.Invalid(membershipEmailPath, m.Spec.Email,
-				fmt.Sprintf("customer %q already has a membership for this e-mail (CustomerMembership %q): one membership per customer and e-mail; change its spec.role instead",
-					m.Spec.Customer, other.Name))})
+				fmt.Sprintf("customer %q already has a membership for this e-mail (CustomerMembership %q): one membership per customer and e-mail; "+
+					"change its spec.role instead, or give its annotation %s a new value to send its invitation again",
+					m.Spec.Customer, other.Name, v1alpha1.ResendInvitationAnnotation))})
 		}
 	}
 	return nil
