@@ -110,7 +110,9 @@ func pqCustomer(name string, maxProjects *int32) {
 
 // pqAdmin makes user an active Admin member of customer (invitation None, created
 // by system:masters, a partner), gives them the right to create namespaces, and
-// waits until the operator counts the member.
+// waits until the operator counts the member and has granted the Admin's rights
+// (the namespace webhook's matchCondition sends an Admin's plain namespaces to it by
+// the right to create memberships).
 func pqAdmin(customer, user string) client.Client {
 	GinkgoHelper()
 	pqSetup()
@@ -124,6 +126,7 @@ func pqAdmin(customer, user string) client.Client {
 	pqCustomerEventually(customer, func(g Gomega, c *v1alpha1.Customer) {
 		g.Expect(c.Status.Members).To(BeNumerically(">=", 1))
 	})
+	Eventually(func() bool { return canI(user, "create", v1alpha1.GroupName, "customermemberships", "", "") }).Should(BeTrue())
 	return pqClient(user)
 }
 

@@ -18,7 +18,7 @@ var (
 	mailsFailed = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "customer_operator_mails_failed_total",
 		Help: "Mail delivery attempts that failed, by kind (invitation, notice) and reason: " +
-			"refused (the server refused this mail for good, e.g. no such mailbox; not tried again) " +
+			"refused (the server refused this mail for good, e.g. no such mailbox) " +
 			"or error (anything else: unreachable, authentication, 4xx; retried with backoff).",
 	}, []string{"kind", "reason"})
 )

@@ -74,9 +74,10 @@ const evalStep = time.Minute
 
 // firesAt evaluates r's expression every evalStep from 0 to horizon over the
 // series of load (promqltest's load notation, one value a minute from 0) and
-// returns when the alert would fire: the first evaluation at which the expression
-// has returned something at every evaluation for the rule's `for` (Prometheus'
-// pending, then firing). ok is false when it never fires.
+// returns when the alert would first fire: the first evaluation at which one of
+// the expression's result series has been there at every evaluation for the
+// rule's `for` (Prometheus' pending, then firing, kept per label set). ok is false
+// when it never fires.
 func firesAt(t *testing.T, r rule, load string, horizon time.Duration) (at time.Duration, ok bool) {
 	t.Helper()
 	if r.Expr == "" {
@@ -101,26 +102,29 @@ func firesAt(t *testing.T, r rule, load string, horizon time.Duration) (at time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	active := map[int64]bool{}
 	for _, series := range matrix {
+		present := map[int64]bool{}
 		for _, p := range series.Floats {
-			active[p.T] = true
+			present[p.T] = true
+		}
+		var since time.Duration = -1
+		for t := time.Duration(0); t <= horizon; t += evalStep {
+			if !present[t.Milliseconds()] {
+				since = -1
+				continue
+			}
+			if since < 0 {
+				since = t
+			}
+			if t-since >= time.Duration(hold) {
+				if !ok || t < at {
+					at, ok = t, true
+				}
+				break
+			}
 		}
 	}
-	var since time.Duration = -1
-	for at := time.Duration(0); at <= horizon; at += evalStep {
-		if !active[at.Milliseconds()] {
-			since = -1
-			continue
-		}
-		if since < 0 {
-			since = at
-		}
-		if at-since >= time.Duration(hold) {
-			return at, true
-		}
-	}
-	return 0, false
+	return at, ok
 }
 
 // counter renders a counter scraped every minute for the given minutes, which
@@ -176,6 +180,15 @@ func TestMailFailing(t *testing.T) {
 	}, {
 		name:    "the server refuses every mail for good (a spam filter on our template): three refused, nothing delivered",
 		refused: []time.Duration{5 * time.Minute, 7 * time.Minute, 9 * time.Minute},
+		fires:   true,
+	}, {
+		// A long-running manager: the counter is above 0 when the window starts, so
+		// increase() extrapolates (two refusals read 2.07).
+		name:    "one refusal an hour ago, then two mistyped addresses two minutes apart",
+		refused: []time.Duration{5 * time.Minute, 60 * time.Minute, 62 * time.Minute},
+	}, {
+		name:    "one refusal an hour ago, then three refused within minutes",
+		refused: []time.Duration{5 * time.Minute, 60 * time.Minute, 62 * time.Minute, 64 * time.Minute},
 		fires:   true,
 	}, {
 		name:   "some attempts fail, but mail is delivered all along",
