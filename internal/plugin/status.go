@@ -63,7 +63,7 @@ func (o *Options) runStatus(ctx context.Context, name string) error {
 	}
 
 	out := tabwriter.NewWriter(o.Out, 0, 8, 2, ' ', 0)
-	fmt.Fprintf(out, "Customer:\t%s (%s)\n", customer.Name, customer.Spec.DisplayName)
+	fmt.Fprintf(out, "Customer:\t%s (%s)\n", customer.Name, inline(customer.Spec.DisplayName))
 	fmt.Fprintf(out, "Ready:\t%s\n", readySummary(customer.Status.Conditions))
 	fmt.Fprintf(out, "Projects:\t%s\n", projectsLine(ctx, c, customer))
 	fmt.Fprintf(out, "Members:\t%s\n", membersLine(ctx, c, customer))
@@ -120,7 +120,7 @@ func membersLine(ctx context.Context, c client.Client, customer *v1alpha1.Custom
 	var names []string
 	for i := range list {
 		m := &list[i]
-		names = append(names, fmt.Sprintf("%s (%s, %s)", m.Spec.Email, m.Spec.Role, memberState(m)))
+		names = append(names, fmt.Sprintf("%s (%s, %s)", inline(m.Spec.Email), m.Spec.Role, memberState(m)))
 	}
 	sort.Strings(names)
 	if len(names) > 0 {
@@ -138,7 +138,7 @@ func readySummary(conditions []metav1.Condition) string {
 	if ready.Status == metav1.ConditionTrue {
 		return "True"
 	}
-	return fmt.Sprintf("%s (%s: %s)", ready.Status, ready.Reason, ready.Message)
+	return fmt.Sprintf("%s (%s: %s)", ready.Status, ready.Reason, inline(ready.Message))
 }
 
 // memberState is what a membership gives its person now, in the words of its
