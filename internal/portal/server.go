@@ -235,13 +235,18 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := s.clock.Now()
-	if !s.limiter.allow(clientAddr(r, s.trusted), now) {
-		w.Header().Set("Retry-After", "60")
-		renderMessage(w, pageTooMany)
-		return
-	}
 	claim, err := invitation.Open(s.key, r.PathValue("token"))
 	if err != nil {
+		// Only a token that fails its MAC counts against the client: the limit slows
+		// guessing, and a link the operator signed is no guess. Counting every request
+		// let one guesser on a shared address (an office NAT, a carrier-grade NAT)
+		// lock everyone behind it out of their invitations, and a team accepting
+		// together (a GET and a POST each) ran into it after ten people.
+		if !s.limiter.allow(clientAddr(r, s.trusted), now) {
+			w.Header().Set("Retry-After", "60")
+			renderMessage(w, pageTooMany)
+			return
+		}
 		renderMessage(w, pageInvalid)
 		return
 	}
