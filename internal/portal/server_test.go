@@ -174,6 +174,11 @@ func TestRefusals(t *testing.T) {
 			mutate: func(_ *fakeStore, p *testPortal) { p.clock.SetTime(expiry) },
 		},
 		{
+			// Written with the attempt, before the mail: never valid without a bound.
+			name: "a round without an expiry (a status edited or restored)", token: valid, wantCode: 404, wantH1: "This invitation link is not valid",
+			mutate: func(s *fakeStore, _ *testPortal) { s.memberships[testUID].Status.Invitation.ExpiryTime = nil },
+		},
+		{
 			name: "already accepted", token: valid, wantCode: 409, wantH1: "This invitation was already accepted",
 			mutate: func(s *fakeStore, _ *testPortal) {
 				s.memberships[testUID].Status.AcceptedTime = &metav1.Time{Time: sentTime}

@@ -64,7 +64,13 @@ func CheckInvitation(m *v1alpha1.CustomerMembership, round int32, now time.Time)
 		// Rounds are written to status before their mail is sent, so a link from
 		// the future is not one the operator sent.
 		return ErrNotInvited
-	case inv.ExpiryTime != nil && !now.Before(inv.ExpiryTime.Time):
+	case inv.ExpiryTime == nil:
+		// The operator writes the expiry with the attempt, before the mail goes out:
+		// a round without one sent no link (a status edited by hand or restored from
+		// a backup). A link must never be valid without a bound; a cache that has
+		// the round but not yet the attempt is read again from the API server.
+		return ErrNotInvited
+	case !now.Before(inv.ExpiryTime.Time):
 		return ErrExpired
 	}
 	return nil
