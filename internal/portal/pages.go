@@ -67,6 +67,9 @@ type pageData struct {
 	Username        string
 	Expiry          string
 	IsAdmin         bool
+	// Changed says why the invitation page is shown again instead of accepted:
+	// its role changed since the page was loaded.
+	Changed string
 }
 
 // expiryLayout shows the expiry in UTC with the zone spelled out: the portal does

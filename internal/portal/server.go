@@ -266,6 +266,15 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 		renderMessage(w, page)
 		return
 	}
+	if seen := r.PostForm.Get("role"); seen != string(m.Spec.Role) {
+		// spec.role may change while the page is open (a customer's Admin edits it),
+		// and the round stays: accept only the role the person was shown. The page
+		// again, with the role of now, and nothing accepted.
+		page := invitationPage(m, customer)
+		page.Changed = fmt.Sprintf("The role of this invitation is now %s. Review it, then accept again.", m.Spec.Role)
+		render(w, http.StatusConflict, page)
+		return
+	}
 	if err := s.store.Accept(r.Context(), m, round, now); err != nil {
 		s.renderError(w, log, err)
 		return

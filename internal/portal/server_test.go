@@ -55,8 +55,14 @@ func (p *testPortal) get(token string) response {
 	return p.do(http.MethodGet, invitation.PathPrefix+token, nil)
 }
 
-func (p *testPortal) post(token string) response {
-	return p.do(http.MethodPost, invitation.PathPrefix+token, strings.NewReader(""))
+// post accepts as the page's form does, with the role the page showed (testMembership's
+// Editor unless given).
+func (p *testPortal) post(token string, shown ...v1alpha1.Role) response {
+	role := testMembership().Spec.Role
+	if len(shown) > 0 {
+		role = shown[0]
+	}
+	return p.do(http.MethodPost, invitation.PathPrefix+token, strings.NewReader("role="+string(role)))
 }
 
 func h1(body string) string {
@@ -78,7 +84,7 @@ func TestShowInvitation(t *testing.T) {
 	g.Expect(res.body).To(ContainSubstring(`<span id="role">Editor</span>`))
 	g.Expect(res.body).To(ContainSubstring(`<dd id="email">alice@example.com</dd>`))
 	g.Expect(res.body).To(ContainSubstring(`<dd id="expiry">Monday, 11 May 2026, 10:00 UTC</dd>`))
-	g.Expect(res.body).To(MatchRegexp(`<form method="post">\s*<button id="accept" type="submit">`))
+	g.Expect(res.body).To(MatchRegexp(`<form method="post">\s*<input type="hidden" name="role" value="Editor">\s*<button id="accept" type="submit">`))
 	g.Expect(res.body).NotTo(ContainSubstring("<script"))
 	g.Expect(p.store.accepts).To(BeZero(), "GET never accepts: mail scanners prefetch links")
 }
@@ -139,9 +145,34 @@ func TestAcceptedPageForAdmins(t *testing.T) {
 	m.Spec.Role = v1alpha1.RoleAdmin
 	p := newTestPortal(t, newFakeStore(m, testCustomer()))
 
-	res := p.post(tokenOf(m, 2))
+	res := p.post(tokenOf(m, 2), v1alpha1.RoleAdmin)
 	g.Expect(res.code).To(Equal(http.StatusOK))
 	g.Expect(res.body).To(ContainSubstring("customers.partnerops.io/customer: acme"))
+}
+
+// TestAcceptsOnlyTheRoleShown: an Admin may change spec.role while the invitee has
+// the page open, without a new round; the invitee accepts what they saw or nothing.
+func TestAcceptsOnlyTheRoleShown(t *testing.T) {
+	g := NewWithT(t)
+	m := testMembership()
+	store := newFakeStore(m, testCustomer())
+	p := newTestPortal(t, store)
+	token := tokenOf(m, 2)
+
+	g.Expect(p.get(token).body).To(ContainSubstring(`<input type="hidden" name="role" value="Editor">`))
+	store.memberships[testUID].Spec.Role = v1alpha1.RoleAdmin // while the page is open
+
+	res := p.post(token, v1alpha1.RoleEditor)
+	g.Expect(res.code).To(Equal(http.StatusConflict))
+	g.Expect(res.body).To(ContainSubstring("The role of this invitation is now Admin"))
+	g.Expect(res.body).To(ContainSubstring(`<input type="hidden" name="role" value="Admin">`), "the page again, with the role of now")
+	g.Expect(store.accepts).To(BeZero(), "nothing accepted")
+	g.Expect(p.do(http.MethodPost, invitation.PathPrefix+token, strings.NewReader("")).code).To(Equal(http.StatusConflict),
+		"a form without the role accepts nothing either")
+	g.Expect(store.accepts).To(BeZero())
+
+	g.Expect(p.post(token, v1alpha1.RoleAdmin).code).To(Equal(http.StatusOK), "accepted once the person has seen Admin")
+	g.Expect(store.accepts).To(Equal(1))
 }
 
 func TestRefusals(t *testing.T) {
@@ -456,7 +487,7 @@ func TestServeUntilCancelled(t *testing.T) {
 	g.Expect(string(body)).To(ContainSubstring(`id="accept"`))
 
 	// A real browser form post: same origin, so CrossOriginProtection lets it through.
-	req, _ := http.NewRequest(http.MethodPost, base+invitation.PathPrefix+tokenOf(testMembership(), 2), strings.NewReader(""))
+	req, _ := http.NewRequest(http.MethodPost, base+invitation.PathPrefix+tokenOf(testMembership(), 2), strings.NewReader("role=Editor"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Origin", base)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
