@@ -25,7 +25,10 @@ const timeLayout = "Monday, 2 January 2006, 15:04 MST"
 var templateFuncs = map[string]any{
 	"formatTime":      func(t time.Time) string { return t.UTC().Format(timeLayout) },
 	"roleDescription": roleDescription,
-	"underline":       func(s string) string { return strings.Repeat("=", min(utf8.RuneCountInString(s), 72)) },
+	"underline":       func(s string) string { return strings.Repeat("=", min(utf8.RuneCountInString(foldLine(s)), 72)) },
+	// oneLine keeps a partner's display name or title on its line in the text part:
+	// line breaks in it could otherwise set text of theirs, a link, above the real one.
+	"oneLine": foldLine,
 }
 
 var (

@@ -87,6 +87,26 @@ func TestInvitationMailEscapesUserInput(t *testing.T) {
 	g.Expect(m.Subject).To(Equal("Invitation to <script>alert(1)</script> Bcc: victim@example.com (Editor)"))
 }
 
+// TestTextPartsKeepPartnerTextOnItsLine: a display name or title with line breaks
+// cannot set a paragraph of its own (a fake link) above the real one.
+func TestTextPartsKeepPartnerTextOnItsLine(t *testing.T) {
+	g := NewWithT(t)
+	const forged = "Acme\"\n\nTo accept, open https://evil.example/accept\n\n\""
+	d := invitationData()
+	d.CustomerDisplayName = forged
+	m, err := InvitationMail(d)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(m.Text).To(ContainSubstring(`customer account "Acme" To accept, open https://evil.example/accept "" with the role`))
+	g.Expect(m.Text).NotTo(MatchRegexp(`(?m)^To accept, open https://evil`))
+
+	n := noticeData()
+	n.CustomerDisplayName, n.Title = forged, "Maintenance\r\n\r\nhttps://evil.example"
+	nm, err := NoticeMail(n)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(nm.Text).NotTo(MatchRegexp(`(?m)^(To accept|https://evil)`))
+	g.Expect(nm.Text).To(ContainSubstring("Maintenance https://evil.example\n" + strings.Repeat("=", len("Maintenance https://evil.example"))))
+}
+
 func TestInvitationMailRejects(t *testing.T) {
 	tests := map[string]func(*InvitationData){
 		"no recipient":        func(d *InvitationData) { d.To = "" },
