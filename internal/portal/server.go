@@ -47,12 +47,15 @@ const (
 	DefaultRateBurst = 20
 	// DefaultMaxClients bounds the rate limiter's memory.
 	DefaultMaxClients = 10000
-	// MaxBodyBytes bounds request bodies: the Accept form has no fields.
+	// MaxBodyBytes bounds request bodies: the Accept form has one short field.
 	MaxBodyBytes = 4 << 10
 
 	// ShutdownTimeout bounds how long the portal waits for requests in flight when
 	// the manager stops (before the controllers are stopped).
 	ShutdownTimeout = 10 * time.Second
+	// DefaultAPITimeout bounds a request's reads and accept, inside the server's
+	// 10 s WriteTimeout.
+	DefaultAPITimeout = 8 * time.Second
 )
 
 // Options configure a Server.
@@ -75,6 +78,8 @@ type Options struct {
 	// TrustedProxies are the addresses of reverse proxies (an ingress) whose
 	// X-Forwarded-For names the real client. Empty: the peer is the client.
 	TrustedProxies []netip.Prefix
+	// APITimeout bounds a request's reads and accept; default DefaultAPITimeout.
+	APITimeout time.Duration
 }
 
 // Server is the portal.
@@ -86,6 +91,7 @@ type Server struct {
 	log         logr.Logger
 	limiter     *clientLimiter
 	trusted     []netip.Prefix
+	apiTimeout  time.Duration
 	handler     http.Handler
 	// listening is true while Start serves (ListeningCheck).
 	listening atomic.Bool
@@ -114,6 +120,9 @@ func New(o Options) (*Server, error) {
 	if o.MaxClients == 0 {
 		o.MaxClients = DefaultMaxClients
 	}
+	if o.APITimeout == 0 {
+		o.APITimeout = DefaultAPITimeout
+	}
 	s := &Server{
 		bindAddress: o.BindAddress,
 		key:         o.Key,
@@ -122,6 +131,7 @@ func New(o Options) (*Server, error) {
 		log:         o.Logger,
 		limiter:     newClientLimiter(o.RateLimit, o.RateBurst, o.MaxClients),
 		trusted:     o.TrustedProxies,
+		apiTimeout:  o.APITimeout,
 	}
 	s.handler = s.routes()
 	return s, nil
@@ -252,8 +262,13 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 	}
 	round := claim.Round
 	log := s.log.WithValues("membership", claim.Name, "uid", invitation.UIDPrefix(claim.UID), "round", round)
+	// The reads and the accept finish before the server's WriteTimeout cuts the
+	// answer off: an accept that commits after the person was shown an error would
+	// greet their retry with "already accepted".
+	ctx, cancel := context.WithTimeout(r.Context(), s.apiTimeout)
+	defer cancel()
 
-	m, customer, err := s.lookup(r.Context(), claim, now)
+	m, customer, err := s.lookup(ctx, claim, now)
 	if err != nil {
 		s.renderError(w, log, err)
 		return
@@ -275,11 +290,11 @@ func (s *Server) serveInvitation(w http.ResponseWriter, r *http.Request) {
 		render(w, http.StatusConflict, page)
 		return
 	}
-	if err := s.store.Accept(r.Context(), m, round, now); err != nil {
+	if err := s.store.Accept(ctx, m, round, now); err != nil {
 		s.renderError(w, log, err)
 		return
 	}
-	log.Info("Invitation accepted", "customer", customer.Name, "membership", m.Name)
+	log.Info("Invitation accepted", "customer", customer.Name)
 	render(w, http.StatusOK, acceptedPage(m, customer))
 }
 

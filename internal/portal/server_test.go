@@ -549,3 +549,29 @@ func FuzzServeHTTP(f *testing.F) {
 		}
 	})
 }
+
+// blockingAccept is a store whose Accept waits for its context: an API server
+// that does not answer.
+type blockingAccept struct {
+	*fakeStore
+	ended chan error
+}
+
+func (s blockingAccept) Accept(ctx context.Context, _ *v1alpha1.CustomerMembership, _ int32, _ time.Time) error {
+	<-ctx.Done()
+	s.ended <- ctx.Err()
+	return ctx.Err()
+}
+
+// TestAcceptEndsBeforeTheAnswerIsCutOff: the accept's API call has a deadline of
+// its own, inside the server's WriteTimeout, so that it cannot commit after the
+// person was shown an error.
+func TestAcceptEndsBeforeTheAnswerIsCutOff(t *testing.T) {
+	g := NewWithT(t)
+	store := blockingAccept{fakeStore: newFakeStore(testMembership(), testCustomer()), ended: make(chan error, 1)}
+	p := newTestPortal(t, store.fakeStore, func(o *Options) { o.Store = store; o.APITimeout = 50 * time.Millisecond })
+
+	g.Expect(p.post(tokenOf(testMembership(), 2)).code).To(Equal(http.StatusServiceUnavailable))
+	g.Expect(<-store.ended).To(MatchError(context.DeadlineExceeded))
+	g.Expect(DefaultAPITimeout).To(BeNumerically("<", 10*time.Second), "inside the server's WriteTimeout")
+}
