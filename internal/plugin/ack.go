@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -50,7 +51,7 @@ func (o *Options) runAck(ctx context.Context, message string) error {
 	}
 	err = c.Create(ctx, ack, client.FieldOwner(fieldManager))
 	if err != nil {
-		if apierrors.IsForbidden(err) && isAdmissionDenial(err) && alreadyAcknowledged(ctx, c, message, me.Username) {
+		if apierrors.IsForbidden(err) && isAdmissionDenial(err) && alreadyAcknowledged(ctx, c, message, me.Username, time.Now()) {
 			fmt.Fprintf(o.Out, "You already acknowledged CustomerMessage %q.\n", message)
 			return nil
 		}
@@ -62,8 +63,22 @@ func (o *Options) runAck(ctx context.Context, message string) error {
 }
 
 // alreadyAcknowledged reports whether the message lists user as having
-// acknowledged it (false when the message cannot be read).
-func alreadyAcknowledged(ctx context.Context, c client.Client, message, user string) bool {
+// acknowledged it, or holds admission's reservation of user's acknowledgement: a
+// retried ack (after a lost answer) comes before the operator has recorded the
+// first, and admission refuses it as a second. False when the message cannot be
+// read.
+func alreadyAcknowledged(ctx context.Context, c client.Client, message, user string, now time.Time) bool {
 	m := &v1alpha1.CustomerMessage{}
-	return c.Get(ctx, client.ObjectKey{Name: message}, m) == nil && messages.HasAcknowledged(m, user)
+	if c.Get(ctx, client.ObjectKey{Name: message}, m) != nil {
+		return false
+	}
+	if messages.HasAcknowledged(m, user) {
+		return true
+	}
+	for _, r := range messages.LiveReservations(m, now) {
+		if r.User == user {
+			return true
+		}
+	}
+	return false
 }

@@ -284,3 +284,32 @@ func TestPrintedTextCannotDriveTheTerminal(t *testing.T) {
 	g.Expect(out.String()).To(ContainSubstring("line one\n\tindented\n"), "the body keeps its lines")
 	g.Expect(printable("Grüße, 東京 — ok")).To(Equal("Grüße, 東京 — ok"), "text without controls is left alone")
 }
+
+// TestAlreadyAcknowledgedCountsAdmittedRetries: a retried ack whose first create
+// was admitted but not yet recorded by the operator is told it acknowledged, not
+// refused.
+func TestAlreadyAcknowledgedCountsAdmittedRetries(t *testing.T) {
+	g := NewWithT(t)
+	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	message := func(reservations []v1alpha1.AcknowledgementReservation, by ...string) *v1alpha1.CustomerMessage {
+		m := &v1alpha1.CustomerMessage{ObjectMeta: metav1.ObjectMeta{Name: "notice"}}
+		m.Status.Reservations = reservations
+		for _, u := range by {
+			m.Status.AcknowledgedBy = append(m.Status.AcknowledgedBy, v1alpha1.Acknowledgement{User: u})
+		}
+		return m
+	}
+	ask := func(m *v1alpha1.CustomerMessage) bool {
+		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(m).Build()
+		return alreadyAcknowledged(context.Background(), c, "notice", "ann@example.com", now)
+	}
+	later := metav1.NewTime(now.Add(time.Minute))
+	earlier := metav1.NewTime(now.Add(-time.Minute))
+	g.Expect(ask(message(nil, "ann@example.com"))).To(BeTrue(), "recorded")
+	g.Expect(ask(message([]v1alpha1.AcknowledgementReservation{{User: "ann@example.com", ExpiresAt: later}}))).To(BeTrue(),
+		"admitted, not yet recorded")
+	g.Expect(ask(message([]v1alpha1.AcknowledgementReservation{{User: "ann@example.com", ExpiresAt: earlier}}))).To(BeFalse(),
+		"a reservation that lapsed: the create never landed")
+	g.Expect(ask(message([]v1alpha1.AcknowledgementReservation{{User: "bob@example.com", ExpiresAt: later}}, "bob@example.com"))).To(BeFalse(),
+		"someone else's")
+}
