@@ -164,6 +164,17 @@ func LiveReservations(m *v1alpha1.CustomerMessage, now time.Time) []v1alpha1.Ack
 	return live
 }
 
+// LiveReservationOf is user's live reservation of m (admission admitted their
+// acknowledgement, the operator has not recorded it yet), or nil.
+func LiveReservationOf(m *v1alpha1.CustomerMessage, user string, now time.Time) *v1alpha1.AcknowledgementReservation {
+	for _, r := range LiveReservations(m, now) {
+		if r.User == user {
+			return &r
+		}
+	}
+	return nil
+}
+
 // Outcome is what the read policy says of a message.
 type Outcome struct {
 	// Recipients counts the current recipients and everyone who acknowledged.

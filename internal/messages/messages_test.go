@@ -179,4 +179,7 @@ func TestLiveReservations(t *testing.T) {
 	g.Expect(LiveReservations(m, t0)).To(Equal([]v1alpha1.AcknowledgementReservation{
 		{User: "live", ExpiresAt: metav1.NewTime(t0.Add(time.Second))},
 	}))
+	g.Expect(LiveReservationOf(m, "live", t0)).To(HaveField("ExpiresAt", metav1.NewTime(t0.Add(time.Second))))
+	g.Expect(LiveReservationOf(m, "expired", t0)).To(BeNil())
+	g.Expect(LiveReservationOf(m, "nobody", t0)).To(BeNil())
 }

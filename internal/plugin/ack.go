@@ -72,13 +72,5 @@ func alreadyAcknowledged(ctx context.Context, c client.Client, message, user str
 	if c.Get(ctx, client.ObjectKey{Name: message}, m) != nil {
 		return false
 	}
-	if messages.HasAcknowledged(m, user) {
-		return true
-	}
-	for _, r := range messages.LiveReservations(m, now) {
-		if r.User == user {
-			return true
-		}
-	}
-	return false
+	return messages.HasAcknowledged(m, user) || messages.LiveReservationOf(m, user, now) != nil
 }

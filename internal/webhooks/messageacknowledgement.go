@@ -150,12 +150,11 @@ func (v *MessageAcknowledgementValidator) admit(ctx context.Context, a *v1alpha1
 		return deny("%q already acknowledged CustomerMessage %q with MessageAcknowledgement %q; one acknowledgement per user and message",
 			user, msg.Name, byUser[user])
 	}
-	live := messages.LiveReservations(msg, v.now())
-	for _, r := range live {
-		if r.User == user {
-			return deny("an acknowledgement of CustomerMessage %q by %q is already being stored; if it does not appear, retry after %s",
-				msg.Name, user, r.ExpiresAt.UTC().Format(time.RFC3339))
-		}
+	now := v.now()
+	live := messages.LiveReservations(msg, now)
+	if r := messages.LiveReservationOf(msg, user, now); r != nil {
+		return deny("an acknowledgement of CustomerMessage %q by %q is already being stored; if it does not appear, retry after %s",
+			msg.Name, user, r.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 
 	if messages.ReadPolicy(msg) == v1alpha1.SingleRead {
