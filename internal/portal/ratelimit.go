@@ -74,7 +74,7 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 	if isTrusted(addr, trusted) {
 		hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 		for i := len(hops) - 1; i >= 0; i-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+			hop, err := parseHop(strings.TrimSpace(hops[i]))
 			if err != nil {
 				break
 			}
@@ -89,6 +89,18 @@ func clientAddr(r *http.Request, trusted []netip.Prefix) netip.Addr {
 		return prefix.Addr()
 	}
 	return addr
+}
+
+// parseHop reads one X-Forwarded-For entry: an address, or an address with a port
+// (1.2.3.4:5678, [2001:db8::1]:443), as some proxies (Azure Application Gateway)
+// write it. Read as unparsable, such a hop stopped the walk at the proxy, and every
+// client behind it shared one limit.
+func parseHop(s string) (netip.Addr, error) {
+	if addr, err := netip.ParseAddr(s); err == nil {
+		return addr, nil
+	}
+	addrPort, err := netip.ParseAddrPort(s)
+	return addrPort.Addr(), err
 }
 
 func remoteAddr(r *http.Request) netip.Addr {

@@ -415,6 +415,8 @@ func TestClientAddr(t *testing.T) {
 		{name: "right-most untrusted hop wins over a spoofed left one", remote: "10.1.1.1:1234", xff: []string{"6.6.6.6, 1.2.3.4, 10.2.2.2"}, trusted: proxies, want: "1.2.3.4"},
 		{name: "several headers", remote: "10.1.1.1:1234", xff: []string{"6.6.6.6", "1.2.3.4"}, trusted: proxies, want: "1.2.3.4"},
 		{name: "garbage hop stops the walk", remote: "10.1.1.1:1234", xff: []string{"1.2.3.4, garbage"}, trusted: proxies, want: "10.1.1.1"},
+		{name: "a hop with a port (Azure Application Gateway)", remote: "10.1.1.1:1234", xff: []string{"6.6.6.6, 1.2.3.4:50123"}, trusted: proxies, want: "1.2.3.4"},
+		{name: "an IPv6 hop with a port", remote: "10.1.1.1:1234", xff: []string{"[2001:db8:1:2::7]:443"}, trusted: proxies, want: "2001:db8:1:2::"},
 		{name: "IPv6 grouped by /64", remote: "[2001:db8:1:2:aaaa:bbbb:cccc:dddd]:443", want: "2001:db8:1:2::"},
 		{name: "IPv4-mapped IPv6", remote: "[::ffff:198.51.100.7]:443", want: "198.51.100.7"},
 		{name: "unparsable peer", remote: "pipe", want: "0.0.0.0"},
