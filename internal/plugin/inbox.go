@@ -194,6 +194,10 @@ func printable(s string) string {
 	return b.String()
 }
 
+// ErrorText is err's message, printable: API errors quote what the cluster holds
+// (names, admission's reasons), which the plugin prints like the rest of its output.
+func ErrorText(err error) string { return printable(err.Error()) }
+
 func unprintable(r rune) bool {
 	switch {
 	case r == '\n' || r == '\t':

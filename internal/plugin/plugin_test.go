@@ -283,6 +283,7 @@ func TestPrintedTextCannotDriveTheTerminal(t *testing.T) {
 	g.Expect(printed).To(ContainSubstring(`\u202egnp.exe\u009b31m`))
 	g.Expect(out.String()).To(ContainSubstring("line one\n\tindented\n"), "the body keeps its lines")
 	g.Expect(printable("Grüße, 東京 — ok")).To(Equal("Grüße, 東京 — ok"), "text without controls is left alone")
+	g.Expect(ErrorText(errors.New("cannot ack: "+hostile))).NotTo(ContainSubstring("\x1b"), "errors, printed by main, too")
 }
 
 // TestAlreadyAcknowledgedCountsAdmittedRetries: a retried ack whose first create
